@@ -1,0 +1,58 @@
+# The README's commands. Each one sets itself up from a fresh clone: it checks Java 17+, installs
+# a pinned uv, and creates .venv from uv.lock (never re-resolving), so every machine gets the
+# same versions.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export KCURE_HOME ?= $(CURDIR)/var
+export UV_PYTHON := $(PYTHON)
+
+DEMO_PATIENTS ?= 500
+DEMO_SEED ?= 20240101
+PYTEST_ARGS ?=
+
+.PHONY: help install check-java demo test lint fmt clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+check-java:
+	@scripts/check_java.sh
+
+$(UV):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' \
+	  || { echo "error: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required)
+
+demo: install  ## generate a small synthetic population and list what was written
+	$(BIN)/kcure generate --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --out $(KCURE_HOME)/landing --force
+
+test: install  ## run the whole test suite (unit, spark, airflow, integration, slow)
+	$(UV) pip check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff, mypy and hadolint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+
+fmt: install  ## format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:  ## remove the environment and everything under KCURE_HOME
+	rm -rf $(VENV) $(TOOLS) $(KCURE_HOME)

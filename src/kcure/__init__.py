@@ -1,0 +1,1 @@
+"""K-CURE cancer public library pipeline."""

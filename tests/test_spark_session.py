@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.generator import delivered as dv
+
+pytestmark = pytest.mark.spark
+
+
+def test_session_is_local_tuned_for_tiny_data_and_redacts_secrets(spark) -> None:  # type: ignore[no-untyped-def]
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.master").startswith("local")
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "1"
+    assert conf.get("spark.ui.enabled") == "false"
+    assert "secret" in conf.get("spark.redaction.regex")
+
+
+def test_spark_reads_a_delivered_feed_with_every_delivered_row(spark, small_landing: Path) -> None:  # type: ignore[no-untyped-def]
+    m = dv.manifest(small_landing, "kccr_registry", 2015)
+    path = small_landing / "kccr_registry" / "2015" / "d001" / m.files[0].name
+    df = spark.read.option("header", True).option("encoding", "UTF-8").option("mode", "PERMISSIVE").csv(str(path))
+    assert df.columns[:3] == ["HCODE", "PTNO", "RRN"]
+    assert df.count() == m.rows
