@@ -26,6 +26,32 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import logging
+
+    from kcure.ingest.run import describe, ingest
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.conf)
+    years = [int(y) for y in args.years] if args.years else None
+    results = ingest(cfg, args.landing, args.feeds, years, data_docs=not args.no_data_docs)
+    print(describe(results))
+    if not results:
+        print("nothing to ingest: no complete delivery matched", file=sys.stderr)
+    print(f"ingest log: {cfg.local_path('reports') / 'ingest' / 'ingest_log.jsonl'}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    from kcure.ingest.staging import Staging
+
+    cfg = load_config(args.conf)
+    days = args.days if args.days is not None else float(cfg.pipeline["staging"]["retention_days"])
+    removed = Staging(cfg.local_path("staging"), cfg.local_path("quarantine")).purge(days)
+    print(f"removed {len(removed)} superseded staging version(s) older than {days:g} days")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcure", description=__doc__)
     parser.add_argument("--conf", help="configuration folder (default: KCURE_CONF or the repository's conf/)")
@@ -52,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
     g.set_defaults(func=_cmd_generate)
+
+    i = sub.add_parser(
+        "ingest",
+        help="verify, parse, quarantine, gate and stage the latest complete deliveries",
+        description="Landing zone (local folder or s3://bucket/prefix) to typed, gated staging. "
+        "Exit status 1 when any feed-year failed.",
+    )
+    i.add_argument("--landing", help="local folder or s3:// URL (default: the configured landing path)")
+    i.add_argument("--feeds", nargs="+", metavar="FEED", help="only these feeds")
+    i.add_argument("--years", nargs="+", metavar="YEAR", help="only these years")
+    i.add_argument("--no-data-docs", action="store_true", help="skip rendering Great Expectations Data Docs")
+    i.set_defaults(func=_cmd_ingest)
+
+    pr = sub.add_parser("purge-staging", help="delete superseded staged versions older than the retention period")
+    pr.add_argument("--days", type=float, help="override staging.retention_days from conf/pipeline.yaml")
+    pr.set_defaults(func=_cmd_purge)
     return parser
 
 

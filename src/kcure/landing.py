@@ -10,6 +10,20 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "_MANIFEST.json"
+#: The ten feeds of the contract, in the order the pipeline lists them. Kept here as a constant so
+#: DAG files can name them without reading conf/ at parse time; tests check it equals conf/feeds.yaml.
+FEEDS = (
+    "kccr_registry",
+    "nhis_eligibility",
+    "nhis_screening",
+    "hira_t200",
+    "hira_t300",
+    "hira_t400",
+    "hira_t530",
+    "kostat_death",
+    "kdca_covid_case",
+    "kdca_vaccination",
+)
 DELIVERY_RE = re.compile(r"^d(\d{3})$")
 
 

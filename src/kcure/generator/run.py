@@ -24,21 +24,10 @@ from kcure.generator import feeds as fb
 from kcure.generator import population as pop
 from kcure.generator import text
 from kcure.generator.writer import DeliveryWriter
-from kcure.landing import Manifest
+from kcure.landing import FEEDS, Manifest
 
 K_CURE_PATIENTS = 2_260_000
-FEED_ORDER = (
-    "kccr_registry",
-    "nhis_eligibility",
-    "nhis_screening",
-    "hira_t200",
-    "hira_t300",
-    "hira_t400",
-    "hira_t530",
-    "kostat_death",
-    "kdca_covid_case",
-    "kdca_vaccination",
-)
+FEED_ORDER = FEEDS
 PERSON_SCHEMA = pa.schema(
     [
         ("person_id", pa.int64()),

@@ -1,0 +1,1 @@
+"""Ingestion: landing zone -> verified, typed, quarantined staging (SOURCES.md §2-3)."""

@@ -1,0 +1,249 @@
+"""Ingesting feed-years: verify against the manifest, parse, quarantine, gate, stage atomically.
+
+One feed-year is the unit of work and of failure: a wrong checksum, an unknown format or a failed
+critical expectation fails that feed-year only, stages nothing from its delivery, and leaves the
+previously staged version live. Every attempt is appended to the ingest log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kcure.config import Config, Feed
+from kcure.ingest.landing_zone import Delivery, LandingZone, discover, open_landing
+from kcure.ingest.parse import QUARANTINE_SCHEMA, FormatError, count_rows, parse
+from kcure.ingest.staging import StagedVersion, Staging, restricted_dir, write_restricted_parquet
+
+log = logging.getLogger("kcure.ingest")
+WINDOW_DAYS = 366
+
+
+class VerificationError(ValueError):
+    """A delivered file does not match its manifest."""
+
+
+@dataclass
+class FeedYearResult:
+    feed: str
+    year: int
+    delivery: int
+    status: str  # staged | unchanged | failed | gate_failed
+    message: str = ""
+    delivered_rows: int = 0
+    staged_rows: int = 0
+    quarantined_rows: int = 0
+    version: str | None = None
+    seconds: float = 0.0
+    gate: dict[str, Any] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("staged", "unchanged")
+
+    @property
+    def label(self) -> str:
+        return f"{self.feed}/{self.year}/d{self.delivery:03d}"
+
+
+def feeds_digest(cfg: Config) -> str:
+    """What parsing depends on: the feed contract and the parser version."""
+    h = hashlib.sha256(b"parser-v1")
+    h.update((cfg.conf_dir / "feeds.yaml").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_manifest(feed: Feed, d: Delivery) -> None:
+    m = d.manifest
+    promised = (m.format, m.encoding, m.delimiter if m.format == "csv" else "", m.header)
+    known = (feed.format, feed.encoding, feed.delimiter if feed.format == "csv" else "", feed.header)
+    if (m.feed, m.year) != (d.feed, d.year) or m.delivery != d.delivery:
+        raise FormatError(f"{d.label}/_MANIFEST.json names {m.feed}/{m.year}/d{m.delivery:03d}, not its own folder")
+    if promised != known:
+        raise FormatError(
+            f"{d.label}/_MANIFEST.json: format {promised} is not the one conf/feeds.yaml knows for {feed.name} {known}"
+        )
+    if not m.files:
+        raise FormatError(f"{d.label}/_MANIFEST.json lists no files")
+
+
+def _gate_params(year: int) -> dict[str, Any]:
+    return {
+        "year": year,
+        "year_start": f"{year}-01-01",
+        "year_end": f"{year}-12-31",
+        "window_start": f"{year - 1}-01-01",
+        "window_end": f"{year + 1}-12-31",
+    }
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Ingestor:
+    def __init__(self, cfg: Config, zone: LandingZone, *, run_id: str | None = None, data_docs: bool = True) -> None:
+        self.cfg = cfg
+        self.zone = zone
+        self.staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
+        self.reports = cfg.local_path("reports") / "ingest"
+        self.run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.data_docs = data_docs
+        self.digest = feeds_digest(cfg)
+        restricted_dir(cfg.local_path("staging"))
+        restricted_dir(cfg.local_path("quarantine"))
+
+    def _gate(self, feed: Feed, year: int, parts: list[pa.Table]) -> dict[str, Any]:
+        from kcure.gates import GateRunner, merge
+
+        docs = self.reports / "data_docs" / feed.name / str(year) if self.data_docs else None
+        runner = GateRunner(docs)
+        results = []
+        for i, t in enumerate(parts):
+            df = t.drop_columns(["_delivery", "_file", "_line"]).to_pandas()
+            results.append(
+                runner.validate(
+                    f"raw/{feed.name}", df, batch=f"{feed.name}-{year}-part{i:05d}", params=_gate_params(year)
+                )
+            )
+        merged = merge(results, f"raw/{feed.name}", f"{feed.name}/{year}").to_dict()
+        if docs is not None:
+            merged["data_docs"] = str(docs / "index.html")
+        return merged
+
+    def ingest_one(self, d: Delivery) -> FeedYearResult:
+        t0 = time.perf_counter()
+        feed = self.cfg.feed(d.feed)
+        res = FeedYearResult(d.feed, d.year, d.delivery, "failed")
+        res.files = [{"name": f.name, "sha256": f.sha256, "rows": f.rows} for f in d.manifest.files]
+        tmp: Path | None = None
+        try:
+            _check_manifest(feed, d)
+            version = (
+                f"v-d{d.delivery:03d}-"
+                + hashlib.sha256((self.digest + "".join(f.sha256 for f in d.manifest.files)).encode()).hexdigest()[:12]
+            )
+            current = self.staging.current(d.feed, d.year)
+            if current is not None and current.version == version:
+                res.status, res.version, res.message = "unchanged", version, "already staged; nothing parsed"
+                res.delivered_rows, res.staged_rows = current.delivered_rows, current.staged_rows
+                res.quarantined_rows, res.gate = current.quarantined_rows, current.gate
+                return res
+            tmp = self.staging.begin(d.feed, d.year)
+            quarantine: list[pa.Table] = []
+            parts: list[pa.Table] = []
+            for i, f in enumerate(d.manifest.files):
+                key = f"{d.key}/{f.name}"
+                try:
+                    data = self.zone.read(key)
+                except (FileNotFoundError, KeyError) as exc:
+                    raise VerificationError(f"{key}: listed in the manifest but not delivered") from exc
+                except Exception as exc:
+                    if type(exc).__name__ in ("NoSuchKey", "ClientError"):
+                        raise VerificationError(f"{key}: listed in the manifest but not delivered") from None
+                    raise
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != f.sha256:
+                    raise VerificationError(f"{key}: sha256 mismatch: manifest says {f.sha256}, file has {actual}")
+                if f.name.endswith(".gz"):
+                    data = gzip.decompress(data)
+                rows = count_rows(data, feed)
+                if rows != f.rows:
+                    raise VerificationError(f"{key}: row count mismatch: manifest says {f.rows}, file has {rows}")
+                parsed = parse(data, feed, d.delivery, f.name)
+                del data
+                if parsed.table.num_rows + len({q[0] for q in parsed.quarantine}) != rows:
+                    raise FormatError(f"{key}: {rows} rows delivered but staged + quarantined do not add up")
+                write_restricted_parquet(parsed.table, tmp / f"part-{i:05d}.parquet")
+                quarantine.append(parsed.quarantine_table(d.feed, d.year, d.delivery, f.name))
+                parts.append(parsed.table)
+                res.delivered_rows += rows
+                res.staged_rows += parsed.table.num_rows
+            q = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
+            res.quarantined_rows = len(
+                set(zip(q.column("file").to_pylist(), q.column("line").to_pylist(), strict=True))
+            )
+            res.gate = self._gate(feed, d.year, parts)
+            del parts
+            if not res.gate["success"]:
+                res.status = "gate_failed"
+                res.message = f"critical expectations failed: {', '.join(res.gate['critical_failures'])}"
+                return res
+            record = StagedVersion(
+                feed=d.feed,
+                year=d.year,
+                delivery=d.delivery,
+                version=version,
+                files=res.files,
+                delivered_rows=res.delivered_rows,
+                staged_rows=res.staged_rows,
+                quarantined_rows=res.quarantined_rows,
+                conf_digest=self.digest,
+                staged_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                gate=res.gate,
+            )
+            self.staging.commit(tmp, record, q)
+            tmp = None
+            res.status, res.version = "staged", version
+            if res.gate["warnings"]:
+                res.message = f"staged with warnings: {', '.join(res.gate['warnings'])}"
+            return res
+        except (VerificationError, FormatError) as exc:
+            res.status, res.message = "failed", str(exc)
+            return res
+        finally:
+            if tmp is not None:
+                self.staging.abort(tmp)
+            res.seconds = round(time.perf_counter() - t0, 3)
+            _append_log(self.reports / "ingest_log.jsonl", {"run_id": self.run_id, **asdict(res)})
+            log.info("%s %s %s", res.label, res.status, res.message)
+
+
+def ingest(
+    cfg: Config,
+    landing: str | None = None,
+    feeds: Iterable[str] | None = None,
+    years: Iterable[int] | None = None,
+    *,
+    run_id: str | None = None,
+    data_docs: bool = True,
+) -> list[FeedYearResult]:
+    for f in feeds or []:
+        cfg.feed(f)  # unknown feed names are rejected loudly
+    zone = open_landing(landing or cfg.path("landing"))
+    found = discover(zone, cfg.feeds, feeds, years)
+    for w in found.waiting:
+        log.warning("%s has no _MANIFEST.json yet: incomplete, waiting for it", w)
+    for u in found.unknown:
+        log.warning("landing folder %s is not a feed conf/feeds.yaml knows: ignored", u)
+    ing = Ingestor(cfg, zone, run_id=run_id, data_docs=data_docs)
+    return [ing.ingest_one(d) for d in found.latest]
+
+
+def describe(results: list[FeedYearResult]) -> str:
+    lines = [f"{'feed-year':<28} {'status':<12} {'delivered':>10} {'staged':>10} {'quarantined':>11} {'s':>6}"]
+    for r in results:
+        lines.append(
+            f"{r.label:<28} {r.status:<12} {r.delivered_rows:>10,} {r.staged_rows:>10,} "
+            f"{r.quarantined_rows:>11,} {r.seconds:>6.1f}"
+        )
+    for r in results:
+        if r.message and r.status != "unchanged":
+            lines.append(f"{r.label}: {r.message}")
+    return "\n".join(lines)
