@@ -37,8 +37,12 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required)
 
-demo: install  ## generate a small synthetic population and list what was written
+demo: install  ## synthetic population -> ingest -> pseudonymize + link, with throwaway demo secrets
+	@scripts/demo_secrets.sh .demo-secrets.env
 	$(BIN)/kcure generate --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --out $(KCURE_HOME)/landing --force
+	$(BIN)/kcure ingest --landing $(KCURE_HOME)/landing
+	set -a && . ./.demo-secrets.env && set +a && \
+	  $(BIN)/kcure build --build demo --truth $(KCURE_HOME)/landing/_truth
 
 test: install  ## run the whole test suite (unit, spark, airflow, integration, slow)
 	$(UV) pip check

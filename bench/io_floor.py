@@ -29,12 +29,14 @@ def floor_one(path: Path, feed, out: Path) -> int:  # type: ignore[no-untyped-de
     if path.suffix == ".gz":
         data = gzip.decompress(data)
     enc = "utf-8" if feed.encoding == "utf-8-sig" else feed.encoding
+    if not data.isascii():  # transcode to UTF-8 as any reader of these encodings must
+        data = data.decode(enc, errors="replace").encode("utf-8")
     if feed.format == "fixed":
         opts = pcsv.ParseOptions(delimiter="\x1f", quote_char=False)
-        ro = pcsv.ReadOptions(column_names=["line"], encoding=enc)
+        ro = pcsv.ReadOptions(column_names=["line"])
     else:
-        opts = pcsv.ParseOptions(delimiter=feed.delimiter)
-        ro = pcsv.ReadOptions(encoding=enc, skip_rows=1, column_names=feed.column_names)
+        opts = pcsv.ParseOptions(delimiter=feed.delimiter, invalid_row_handler=lambda row: "skip")
+        ro = pcsv.ReadOptions(skip_rows=1, column_names=feed.column_names)
     table = pcsv.read_csv(
         io.BytesIO(data),
         read_options=ro,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,9 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PYSPARK_PYTHON", os.path.realpath(os.sys.executable))  # type: ignore[attr-defined]
 
 SMALL_PATIENTS = 300
+# Throwaway test secrets, 48 bytes each, only ever used on synthetic data.
+TEST_LINKAGE_SECRET = "test-linkage-secret-THROWAWAY-5f0c2a9e7b1d4c3a8e6f"
+TEST_LIBRARY_SECRET = "test-library-secret-THROWAWAY-9a7c1e3b5d2f4a6c8e0b"
 SMALL_SEED = 7
 SMALL_PART_ROWS = 20_000  # small enough that the large HIRA feed-years split into several parts
 
@@ -48,6 +52,8 @@ def spark() -> Iterator[object]:
     from kcure.spark import build_session
 
     warehouse = tempfile.mkdtemp(prefix="kcure-spark-")
+    event_log = Path(_RUN_HOME) / "spark-events"  # scanned by the leak test
+    event_log.mkdir(parents=True, exist_ok=True)
     session = build_session(
         {"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 1},
         app_name="kcure-tests",
@@ -56,6 +62,8 @@ def spark() -> Iterator[object]:
             "spark.sql.warehouse.dir": warehouse,
             "spark.default.parallelism": "2",
             "spark.sql.adaptive.enabled": "false",
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.dir": event_log.as_uri(),
         },
     )
     yield session
@@ -67,3 +75,14 @@ def spark_reset(spark):  # type: ignore[no-untyped-def]
     """The shared session with its catalog cache cleared after the test."""
     yield spark
     spark.catalog.clearCache()
+
+
+@pytest.fixture(scope="session")
+def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The small landing zone ingested from its local folder: (config of that home, results)."""
+    from kcure.ingest.run import ingest
+
+    home = tmp_path_factory.mktemp("home-local")
+    local_cfg = dataclasses.replace(cfg, home=home)
+    results = ingest(local_cfg, str(small_landing), run_id="local")
+    return local_cfg, results

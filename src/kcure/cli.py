@@ -52,6 +52,32 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    import json
+
+    from kcure import secrets
+    from kcure.jobs import link, pseudonymize, quality
+    from kcure.spark import build_session
+
+    cfg = load_config(args.conf)
+    try:
+        keys = {k: secrets.load(k, min_bytes=int(cfg.privacy["secrets"]["min_bytes"])) for k in ("linkage", "library")}
+    except secrets.SecretError as exc:
+        print(f"kcure build: {exc}", file=sys.stderr)
+        return 2
+    spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
+    pseudonymize.run(spark, cfg, keys, args.build)
+    result = link.run(spark, cfg, keys["library"], args.build)
+    print(link.describe(result.report))
+    if args.truth:
+        q = quality.evaluate(spark, result.out, Path(args.truth))
+        (result.out / "_linkage_quality.json").write_text(json.dumps(q, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
+    print(f"library tables: {result.out}")
+    spark.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kcure", description=__doc__)
     parser.add_argument("--conf", help="configuration folder (default: KCURE_CONF or the repository's conf/)")
@@ -90,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--years", nargs="+", metavar="YEAR", help="only these years")
     i.add_argument("--no-data-docs", action="store_true", help="skip rendering Great Expectations Data Docs")
     i.set_defaults(func=_cmd_ingest)
+
+    b = sub.add_parser(
+        "build",
+        help="pseudonymize the staged feeds and link them into the library tables (Spark)",
+        description="staging -> pseudonymized/<build>/ -> linked/<build>/ with a linkage report. "
+        "Needs KCURE_LINKAGE_SECRET and KCURE_LIBRARY_SECRET (at least 32 bytes each).",
+    )
+    b.add_argument("--build", required=True, help="build id, for example 2024.1")
+    b.add_argument("--truth", help="a synthetic population's _truth/ folder: also measure precision and recall")
+    b.set_defaults(func=_cmd_build)
 
     pr = sub.add_parser("purge-staging", help="delete superseded staged versions older than the retention period")
     pr.add_argument("--days", type=float, help="override staging.retention_days from conf/pipeline.yaml")

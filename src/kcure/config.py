@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-CONF_FILES = ("feeds.yaml", "pipeline.yaml", "privacy.yaml", "generator.yaml")
+CONF_FILES = ("feeds.yaml", "pipeline.yaml", "privacy.yaml", "generator.yaml", "library.yaml")
 PATH_NAMES = (
     "landing",
     "staging",
@@ -181,6 +181,10 @@ class Config:
     @property
     def privacy(self) -> dict[str, Any]:
         return self.raw["privacy.yaml"]
+
+    @property
+    def library(self) -> dict[str, Any]:
+        return self.raw["library.yaml"]
 
     @property
     def generator(self) -> dict[str, Any]:

@@ -24,6 +24,10 @@ def session_conf(spark_cfg: dict[str, Any], overrides: dict[str, str] | None = N
         "spark.ui.showConsoleProgress": "false",
         **REDACTION,
     }
+    if str(spark_cfg.get("master", "local")).startswith("local"):
+        # local mode talks to itself only: bind the driver and the UI to loopback
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
     conf.update(spark_cfg.get("conf", {}) or {})
     conf.update(overrides or {})
     return conf

@@ -123,8 +123,9 @@ class Ingestor:
                 )
             )
         merged = merge(results, f"raw/{feed.name}", f"{feed.name}/{year}").to_dict()
-        if docs is not None:
-            merged["data_docs"] = str(docs / "index.html")
+        index = runner.build_docs()
+        if index is not None:
+            merged["data_docs"] = str(index)
         return merged
 
     def ingest_one(self, d: Delivery) -> FeedYearResult:

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+
+
+@dataclass
+class Build:
+    home: Path
+    out: Path
+    pseudo: Path
+    logs: list[Path]
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:  # type: ignore[no-untyped-def]
+    """`kcure build` run as operators run it (a subprocess), over the staged small landing zone."""
+    local_cfg, _ = staged_local
+    conf = tmp_path_factory.mktemp("conf")
+    shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)
+    logs = tmp_path_factory.mktemp("build-logs")
+    pipeline = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
+    pipeline["defaults"]["spark"].update(
+        {
+            "driver_memory": "2g",
+            "shuffle_partitions": 2,
+            "conf": {
+                "spark.eventLog.enabled": "true",
+                "spark.eventLog.dir": (logs / "events").as_uri(),
+                "spark.ui.enabled": "true",
+                "spark.ui.port": "0",
+            },
+        }
+    )
+    (logs / "events").mkdir()
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(pipeline), encoding="utf-8")
+    env = {
+        **os.environ,
+        "KCURE_HOME": str(local_cfg.home),
+        "KCURE_CONF": str(conf),
+        "KCURE_LINKAGE_SECRET": TEST_LINKAGE_SECRET,
+        "KCURE_LIBRARY_SECRET": TEST_LIBRARY_SECRET,
+    }
+    cmd = [sys.executable, "-m", "kcure.cli", "build", "--build", "t1", "--truth", str(small_landing / "_truth")]
+    with (logs / "stdout.log").open("w") as out, (logs / "stderr.log").open("w") as err:
+        proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=out, stderr=err, timeout=1200)
+    stdout = (logs / "stdout.log").read_text()
+    assert proc.returncode == 0, stdout + (logs / "stderr.log").read_text()[-5000:]
+    return Build(
+        local_cfg.home,
+        local_cfg.home / "linked" / "t1",
+        local_cfg.home / "pseudonymized" / "t1",
+        [logs / "stdout.log", logs / "stderr.log", *sorted((logs / "events").rglob("*"))],
+        stdout,
+    )
