@@ -156,3 +156,12 @@ def substitute_key(value: Column, key: str, label: str, chars: int = 20) -> Colu
     from pyspark.sql import functions as F
 
     return F.when(value.isNotNull(), F.substring(hmac_sha256(F.concat(F.lit(f"{label}|"), value), key), 1, chars))
+
+
+def flag_duplicates(df: DataFrame, columns: list[str]) -> DataFrame:
+    """``_dup`` is true for every exact copy of an earlier row (same columns, later in the delivery)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy(*columns).orderBy("_year", "_file", "_line")
+    return df.withColumn("_dup", F.row_number().over(w) > 1)

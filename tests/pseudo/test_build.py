@@ -58,6 +58,27 @@ def test_every_staged_row_is_in_the_library_or_counted(built: Build, staged_loca
         assert _table(built, table).num_rows == sum(r["in_library"] for r in report if r["_feed"] == feed), table
 
 
+def test_duplicates_dropped_are_exactly_the_re_sent_lines(built: Build, staged_local, small_landing: Path, cfg) -> None:  # type: ignore[no-untyped-def]
+    from tests.generator import delivered as dv
+
+    _, results = staged_local
+    report = {(r["_feed"], r["_year"]): r for r in json.loads((built.out / "_linkage_report.json").read_text())}
+    total = 0
+    for r in results:
+        if not r.ok:
+            continue
+        lines = list(dv.lines(small_landing, cfg.feed(r.feed), r.year, r.delivery))
+        bad = {"wrong_field_count", "undecodable_bytes"}
+        resent = sum(
+            1
+            for ln in lines
+            if "duplicate" in ln.faults and not ln.faults & bad and not any(f.startswith("date_") for f in ln.faults)
+        )
+        assert report[(r.feed, r.year)]["duplicates_dropped"] == resent, (r.feed, r.year)
+        total += resent
+    assert total > 100
+
+
 def test_keys_join_inside_the_library(built: Build) -> None:
     persons = set(_table(built, "RGST").column("SN_KEY").to_pylist())
     assert None not in persons

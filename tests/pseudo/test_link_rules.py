@@ -13,7 +13,7 @@ from kcure.secrets import Secret
 
 pytestmark = pytest.mark.spark
 LIB = Secret("library", b"l" * 40)
-LIN = ["_feed string", "_year int", "_delivery short", "_file string", "_line long"]
+LIN = ["_feed string", "_year int", "_delivery short", "_file string", "_line long", "_dup boolean"]
 KEYS = ["LK string", "SK string", "RRN_VALID boolean"]
 
 
@@ -22,7 +22,7 @@ def sn(lk: str) -> str:
 
 
 def _write(spark, root: Path, feed: str, cols: list[str], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def,type-arg]
-    full = [(feed, r[0], 1, "part-00000", i + 2, *r[1:]) for i, r in enumerate(rows)]
+    full = [(feed, r[0], 1, "part-00000", i + 2, i > 0 and r == rows[i - 1], *r[1:]) for i, r in enumerate(rows)]
     spark.createDataFrame(full, ", ".join(LIN + cols)).write.parquet(str(root / feed))
 
 

@@ -77,15 +77,6 @@ def classify(df: DataFrame, cohort: DataFrame, sk_map: DataFrame) -> DataFrame:
     return df.withColumn("_status", status).withColumn("PK", pk).drop("_in", "LK_SK")
 
 
-def flag_duplicates(df: DataFrame, columns: list[str]) -> DataFrame:
-    """``_dup`` is true for every exact copy of an earlier row (same columns, later in the delivery)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    w = Window.partitionBy(*columns).orderBy("_year", "_file", "_line")
-    return df.withColumn("_dup", F.row_number().over(w) > 1)
-
-
 def _select_library(df: DataFrame, spec: dict[str, Any]) -> DataFrame:
     from pyspark.sql import functions as F
 
@@ -170,12 +161,9 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
 
     for f, df in linked.items():
         spec = tables[by_feed[f]]
-        lib_cols = [c["name"] for c in spec["columns"] if c["name"] != "SN_KEY"]
-        df = (
-            flag_duplicates(df, ["PK", *lib_cols])
-            if rules.get("duplicates") == "drop"
-            else df.withColumn("_dup", F.lit(False))
-        )
+        # exact duplicates were marked by pseudonymize, which still saw the whole delivered record
+        if rules.get("duplicates") != "drop":
+            df = df.withColumn("_dup", F.lit(False))
         conflict = F.lit(False)
         if f in ("kccr_registry", "nhis_eligibility", "kostat_death"):
             df = df.join(person, "PK", "left")

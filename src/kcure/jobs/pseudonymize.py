@@ -223,12 +223,14 @@ def pseudonymize_feed(df: DataFrame, feed: str, privacy: dict[str, Any], cols: l
     from pyspark.sql import functions as F
 
     payload = _payload(feed, privacy)
+    # exact duplicates (re-sent records) are only recognizable here, where the whole record is visible
+    df = T.flag_duplicates(df, [c for c in cols if not c.startswith("_")])
     if feed in PERSON_FEEDS:
         df = identity_keys(df, has_birth_sex="BRTH" in cols and "SEX" in cols)
         keys = [F.col(k) for k in KEYS]
     else:
         keys = []
-    return df.select(*[F.col(x) for x in LINEAGE], *keys, *payload)
+    return df.select(*[F.col(x) for x in LINEAGE], "_dup", *keys, *payload)
 
 
 def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str) -> PseudonymizeResult:
