@@ -15,6 +15,7 @@ export UV_PYTHON := $(PYTHON)
 
 DEMO_PATIENTS ?= 500
 DEMO_SEED ?= 20240101
+DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
 .PHONY: help install check-java demo test lint fmt clean
@@ -42,7 +43,9 @@ demo: install  ## synthetic population -> ingest -> pseudonymize + link, with th
 	$(BIN)/kcure generate --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --out $(KCURE_HOME)/landing --force
 	$(BIN)/kcure ingest --landing $(KCURE_HOME)/landing
 	set -a && . ./.demo-secrets.env && set +a && \
-	  $(BIN)/kcure build --build demo --truth $(KCURE_HOME)/landing/_truth
+	  $(BIN)/kcure build --build $(DEMO_BUILD) --release $(DEMO_BUILD) --truth $(KCURE_HOME)/landing/_truth
+	$(BIN)/kcure releases
+	$(BIN)/kcure query "select DBYEAR, SEX, count(*) as patients from RGST group by 1, 2 order by 1, 2"
 
 test: install  ## run the whole test suite (unit, spark, airflow, integration, slow)
 	$(UV) pip check

@@ -86,3 +86,6 @@ def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFact
     local_cfg = dataclasses.replace(cfg, home=home)
     results = ingest(local_cfg, str(small_landing), run_id="local")
     return local_cfg, results
+
+
+from tests.build_fixture import built  # noqa: E402,F401  (a session fixture shared by the build and release tests)

@@ -65,16 +65,126 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except secrets.SecretError as exc:
         print(f"kcure build: {exc}", file=sys.stderr)
         return 2
+    import time
+
+    from kcure import release as rel
+
+    published = [r.tag for r in rel.list_releases(rel.catalog(cfg)) if r.build == args.build]
+    if published:
+        print(
+            f"kcure build: build {args.build} is published as release {published[0]}; its files are immutable. "
+            "Choose a new build id.",
+            file=sys.stderr,
+        )
+        return 2
     spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
+    t0 = time.perf_counter()
     pseudonymize.run(spark, cfg, keys, args.build)
+    t1 = time.perf_counter()
     result = link.run(spark, cfg, keys["library"], args.build)
+    t2 = time.perf_counter()
+    staged = sum(int(r["staged"]) for r in result.report)
     print(link.describe(result.report))
+    print(
+        f"pseudonymize: {staged:,} rows in {t1 - t0:.1f}s ({staged / (t1 - t0):,.0f} rows/s); "
+        f"link: {staged:,} rows in {t2 - t1:.1f}s ({staged / (t2 - t1):,.0f} rows/s)"
+    )
     if args.truth:
         q = quality.evaluate(spark, result.out, Path(args.truth))
         (result.out / "_linkage_quality.json").write_text(json.dumps(q, indent=2, default=str) + "\n", encoding="utf-8")
         print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
     print(f"library tables: {result.out}")
+    if args.release:
+        from kcure.jobs import gates
+
+        t3 = time.perf_counter()
+        report = gates.run(spark, cfg, args.build)
+        t4 = time.perf_counter()
+        print(f"gates: {len(report.checks)} checks in {t4 - t3:.1f}s")
+        if not report.success:
+            for c in report.failures:
+                print(f"  {c.message()}", file=sys.stderr)
+            print(f"kcure build: release gates failed; release {args.release} was NOT published", file=sys.stderr)
+            spark.stop()
+            return 1
+        r = rel.publish(cfg, args.build, args.release, rel.manifest_for(cfg, args.build))
+        total = sum(r.manifest["row_counts"].values())
+        print(f"release {r.tag} published in {time.perf_counter() - t4:.1f}s: {total:,} rows")
     spark.stop()
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from kcure import release as rel
+
+    cfg = load_config(args.conf)
+    try:
+        r = rel.publish(cfg, args.build, args.release, rel.manifest_for(cfg, args.build))
+    except rel.ReleaseError as exc:
+        print(f"kcure publish: {exc}", file=sys.stderr)
+        return 1
+    print(f"release {r.tag} published from build {r.build} at {r.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    for name, n in r.manifest["row_counts"].items():
+        print(f"  {name:<6} {n:>12,} rows")
+    return 0
+
+
+def _cmd_releases(args: argparse.Namespace) -> int:
+    import json
+
+    from kcure import release as rel
+
+    cfg = load_config(args.conf)
+    cat = rel.catalog(cfg)
+    if args.show:
+        try:
+            r = rel.resolve(cat, args.show)
+        except rel.ReleaseError as exc:
+            print(f"kcure releases: {exc}", file=sys.stderr)
+            return 1
+        m = r.manifest
+        print(f"release {r.tag} (build {r.build}), published {r.created_at:%Y-%m-%d %H:%M:%S} UTC")
+        print(f"code {m.get('code_version')}, configuration sha256 {m.get('config_digest')}")
+        print("tables:")
+        for name, n in m["row_counts"].items():
+            print(f"  {name:<6} {n:>12,} rows  (snapshot {r.snapshots[name]})")
+        print(f"inputs: {len(m.get('inputs') or [])} feed-year deliveries")
+        q = m.get("linkage_quality")
+        if q:
+            print(f"linkage: precision {q['precision']:.6f}, recall {q['recall']:.6f} (against synthetic truth)")
+        if args.json:
+            print(json.dumps(m, indent=2, default=str))
+        return 0
+    releases = rel.list_releases(cat)
+    if not releases:
+        print("no releases yet")
+        return 0
+    print(f"{'release':<14} {'published (UTC)':<20} {'build':<14} {'RGST':>10} {'T200':>12} {'rows total':>14}")
+    for i, r in enumerate(releases):
+        counts = r.manifest["row_counts"]
+        latest = "  <- latest" if i == len(releases) - 1 else ""
+        print(
+            f"{r.tag:<14} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<14} {counts.get('RGST', 0):>10,} "
+            f"{counts.get('T200', 0):>12,} {sum(counts.values()):>14,}{latest}"
+        )
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from kcure import release as rel
+
+    cfg = load_config(args.conf)
+    try:
+        result = rel.query(cfg, args.sql, args.release)
+    except rel.ReleaseError as exc:
+        print(f"kcure query: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        fmt = "parquet" if args.out.endswith(".parquet") else "csv"
+        result.write_parquet(args.out) if fmt == "parquet" else result.write_csv(args.out)
+        print(f"wrote {args.out}")
+    else:
+        result.show(max_rows=args.max_rows)
     return 0
 
 
@@ -125,7 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--build", required=True, help="build id, for example 2024.1")
     b.add_argument("--truth", help="a synthetic population's _truth/ folder: also measure precision and recall")
+    b.add_argument("--release", help="after linking, run the release gates and publish this release tag")
     b.set_defaults(func=_cmd_build)
+
+    pu = sub.add_parser("publish", help="publish a linked build as an immutable release of the library (Iceberg)")
+    pu.add_argument("--build", required=True)
+    pu.add_argument("--release", required=True, help="release tag, for example 2024.1")
+    pu.set_defaults(func=_cmd_publish)
+
+    rl = sub.add_parser("releases", help="list releases, or show one release's manifest")
+    rl.add_argument("show", nargs="?", metavar="TAG", help="a release tag or 'latest'")
+    rl.add_argument("--json", action="store_true", help="with a TAG: also print the whole manifest as JSON")
+    rl.set_defaults(func=_cmd_releases)
+
+    q = sub.add_parser("query", help="run SQL in DuckDB over a release's tables (RGST, T200, ...)")
+    q.add_argument("sql")
+    q.add_argument("--release", help="release tag (default: latest)")
+    q.add_argument("--out", help="write the result to a .csv or .parquet file instead of printing it")
+    q.add_argument("--max-rows", type=int, default=40)
+    q.set_defaults(func=_cmd_query)
 
     pr = sub.add_parser("purge-staging", help="delete superseded staged versions older than the retention period")
     pr.add_argument("--days", type=float, help="override staging.retention_days from conf/pipeline.yaml")

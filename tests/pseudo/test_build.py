@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from tests.build_fixture import Build
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
-from tests.pseudo.conftest import Build
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 ARROW_TYPES = {"string": "string", "int": "int32", "long": "int64", "double": "double", "date": "date32[day]"}

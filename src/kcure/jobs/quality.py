@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 def _truth_rows(spark: SparkSession, truth: Path) -> DataFrame:
     from pyspark.sql import functions as F
 
-    df = spark.read.parquet(str(truth / "rows" / "*" / "*" / "*" / "*.parquet")).withColumn(
-        "_path", F.input_file_name()
-    )
+    files = sorted(str(p) for p in (truth / "rows").glob("*/*/*/*.parquet"))
+    df = spark.read.parquet(*files).withColumn("_path", F.input_file_name())
     parts = F.split(F.col("_path"), "/")
     n = F.size(parts)
     return df.select(
@@ -37,7 +36,7 @@ def _truth_rows(spark: SparkSession, truth: Path) -> DataFrame:
 def evaluate(spark: SparkSession, linked_dir: Path, truth: Path) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
-    lineage = spark.read.parquet(str(linked_dir / "_lineage" / "*"))
+    lineage = spark.read.parquet(*sorted(str(p) for p in (linked_dir / "_lineage").iterdir() if p.is_dir()))
     lineage = lineage.withColumn("_part", F.concat(F.regexp_extract("_file", r"^(part-\d+)", 1), F.lit(".parquet")))
     rows = lineage.join(_truth_rows(spark, truth), ["_feed", "_year", "_delivery", "_part", "_line"], "left")
     persons = spark.read.parquet(str(truth / "persons.parquet")).select("person_id", "cohort")

@@ -1,3 +1,5 @@
+"""The `built` fixture: `kcure build` run as a subprocess over the staged small landing zone."""
+
 from __future__ import annotations
 
 import os

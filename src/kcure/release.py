@@ -1,0 +1,244 @@
+"""Immutable, versioned releases of the library as Apache Iceberg tables (pyiceberg SQL catalog).
+
+Publishing registers the Parquet files the link job wrote (``linked/<build>/<TABLE>/``) as a new
+snapshot of each table, with no rewrite, tags that snapshot with the release id, and only then
+appends one row to the ``library._releases`` table. That row is the atomic "release is visible"
+marker: readers resolve a release (or ``latest``) through it, never through a table's current
+snapshot, so a crash between two tables leaves the previous release current and the catalog
+readable. Re-running a publish finishes what is missing and publishes the release exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from kcure.config import Config
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.table import Table
+
+NAMESPACE = "library"
+RELEASES = f"{NAMESPACE}._releases"
+PROP = "kcure.release"
+ARROW = {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "date": pa.date32()}
+RELEASES_SCHEMA = pa.schema(
+    [
+        ("release", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("build", pa.string()),
+        ("snapshots", pa.string()),
+        ("manifest", pa.string()),
+    ]
+)
+
+
+class ReleaseError(RuntimeError):
+    pass
+
+
+def catalog(cfg: Config) -> SqlCatalog:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    where = cfg.path("catalog")
+    uri = where if "://" in where else f"sqlite:///{where}"
+    if "://" not in where:
+        Path(where).parent.mkdir(parents=True, exist_ok=True)
+    warehouse = cfg.path("warehouse")
+    if "://" not in warehouse:
+        Path(warehouse).mkdir(parents=True, exist_ok=True)
+        warehouse = Path(warehouse).as_uri()
+    cat = SqlCatalog("kcure", uri=uri, warehouse=warehouse)
+    if (NAMESPACE,) not in cat.list_namespaces():
+        cat.create_namespace_if_not_exists(NAMESPACE)
+    return cat
+
+
+def table_schema(spec: dict[str, Any]) -> pa.Schema:
+    return pa.schema([pa.field(c["name"], ARROW[c["type"]], nullable=True) for c in spec["columns"]])
+
+
+def _releases_table(cat: SqlCatalog) -> Table:
+    if not cat.table_exists(RELEASES):
+        return cat.create_table(RELEASES, schema=RELEASES_SCHEMA)
+    return cat.load_table(RELEASES)
+
+
+@dataclass
+class Release:
+    tag: str
+    created_at: datetime
+    build: str
+    snapshots: dict[str, int]
+    manifest: dict[str, Any]
+
+
+def list_releases(cat: SqlCatalog) -> list[Release]:
+    if not cat.table_exists(RELEASES):
+        return []
+    rows = cat.load_table(RELEASES).scan().to_arrow().to_pylist()
+    out = [
+        Release(r["release"], r["created_at"], r["build"], json.loads(r["snapshots"]), json.loads(r["manifest"]))
+        for r in rows
+    ]
+    return sorted(out, key=lambda r: r.created_at)
+
+
+def resolve(cat: SqlCatalog, tag: str | None) -> Release:
+    releases = list_releases(cat)
+    if not releases:
+        raise ReleaseError("no release has been published yet")
+    if tag in (None, "latest"):
+        return releases[-1]
+    for r in releases:
+        if r.tag == tag:
+            return r
+    raise ReleaseError(f"no release {tag!r}; known: {', '.join(r.tag for r in releases)}")
+
+
+def _data_files(build_dir: Path, table: str) -> list[str]:
+    files = sorted(str(p) for p in (build_dir / table).glob("*.parquet"))
+    if not files:
+        raise ReleaseError(f"{build_dir / table} holds no Parquet files: nothing to publish for {table}")
+    return files
+
+
+def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _crash_after: int | None = None) -> Release:
+    """Publish ``linked/<build>`` as release ``tag``: every table, then the marker row, exactly once."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    cat = catalog(cfg)
+    for r in list_releases(cat):
+        if r.tag == tag:
+            if r.build != build:
+                raise ReleaseError(f"release {tag} was already published from build {r.build}; releases never change")
+            return r  # already published: exactly once
+    build_dir = cfg.local_path("linked") / build
+    snapshots: dict[str, int] = {}
+    for i, (name, spec) in enumerate(cfg.library["tables"].items()):
+        ident = f"{NAMESPACE}.{name}"
+        table = cat.load_table(ident) if cat.table_exists(ident) else cat.create_table(ident, schema=table_schema(spec))
+        tagged = table.snapshot_by_name(tag)
+        if tagged is None:
+            current = table.current_snapshot()
+            done = (
+                current is not None
+                and current.summary is not None
+                and current.summary.additional_properties.get(PROP) == tag
+            )
+            if not done:
+                with table.transaction() as tx:
+                    if current is not None:
+                        tx.delete(AlwaysTrue(), snapshot_properties={PROP: tag})
+                    tx.add_files(_data_files(build_dir, name), snapshot_properties={PROP: tag})
+                table = cat.load_table(ident)
+            snap = table.current_snapshot()
+            assert snap is not None
+            table.manage_snapshots().create_tag(snap.snapshot_id, tag).commit()
+            tagged = cat.load_table(ident).snapshot_by_name(tag)
+            if tagged is None:
+                raise ReleaseError(f"{ident}: the tag {tag} did not stick (a concurrent writer?); re-run the publish")
+        snapshots[name] = tagged.snapshot_id
+        if _crash_after is not None and i + 1 >= _crash_after:
+            raise ReleaseError(f"injected crash after {i + 1} table(s)")
+    rows = {name: _rows(cat.load_table(f"{NAMESPACE}.{name}"), sid) for name, sid in snapshots.items()}
+    manifest = {**manifest, "release": tag, "build": build, "row_counts": rows}
+    now = datetime.now(UTC)
+    manifest["published_at"] = now.isoformat(timespec="seconds")
+    marker = pa.Table.from_pylist(
+        [
+            {
+                "release": tag,
+                "created_at": now,
+                "build": build,
+                "snapshots": json.dumps(snapshots),
+                "manifest": json.dumps(manifest, default=str),
+            }
+        ],
+        schema=RELEASES_SCHEMA,
+    )
+    _releases_table(cat).append(marker, snapshot_properties={PROP: tag})
+    return resolve(cat, tag)
+
+
+def _rows(table: Table, snapshot_id: int) -> int:
+    snap = table.snapshot_by_id(snapshot_id)
+    assert snap is not None and snap.summary is not None
+    return int(snap.summary.additional_properties.get("total-records", 0))
+
+
+def read_table(cat: SqlCatalog, release: Release, name: str) -> pa.Table:
+    table = cat.load_table(f"{NAMESPACE}.{name}")
+    return table.scan(snapshot_id=release.snapshots[name]).to_arrow()
+
+
+def query(cfg: Config, sql: str, tag: str | None = None) -> Any:
+    """Run SQL in DuckDB over one release's tables, named as in the catalog (RGST, T200, ...).
+
+    Each table is a view over exactly the data files of that release's snapshot, read lazily.
+    """
+    import duckdb
+
+    cat = catalog(cfg)
+    release = resolve(cat, tag)
+    con = duckdb.connect()
+    for name, sid in release.snapshots.items():
+        files = [t.file.file_path for t in cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid).plan_files()]
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}])")
+    return con.sql(sql)
+
+
+def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
+    """What a release records besides its tables: code, configuration, inputs, linkage, dictionary."""
+    import subprocess
+
+    from kcure.ingest.staging import Staging
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "unknown"
+    staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
+    inputs = []
+    for cur in sorted(staging.root.glob("*/*/CURRENT")):
+        v = staging.current(cur.parent.parent.name, int(cur.parent.name))
+        if v is not None:
+            inputs.append(
+                {
+                    "feed": v.feed,
+                    "year": v.year,
+                    "delivery": v.delivery,
+                    "files": v.files,
+                    "delivered_rows": v.delivered_rows,
+                    "staged_rows": v.staged_rows,
+                    "quarantined_rows": v.quarantined_rows,
+                }
+            )
+    build_dir = cfg.local_path("linked") / build
+
+    def _load(name: str) -> Any:
+        p = build_dir / name
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    return {
+        "code_version": sha,
+        "config_digest": cfg.digest,
+        "inputs": inputs,
+        "linkage_report": _load("_linkage_report.json"),
+        "linkage_quality": _load("_linkage_quality.json"),
+        "data_dictionary": _load("_dictionary.json"),
+        "gates": _load("_gates.json"),
+    }

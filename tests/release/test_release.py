@@ -1,0 +1,89 @@
+"""Releases: Iceberg tables registered from the link job's files, immutable, all or nothing, queryable."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from kcure import release as rel
+from tests.build_fixture import Build
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def published(built: Build, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Release 2024.1 from build t1, then build t2 (t1 without 2012 diagnoses) as 2024.2 via a crash and a re-run."""
+    home_cfg = dataclasses.replace(cfg, home=built.home)
+    first = rel.publish(home_cfg, "t1", "2024.1", rel.manifest_for(home_cfg, "t1"))
+    t2 = built.home / "linked" / "t2"
+    shutil.copytree(built.out, t2)
+    for f in (t2 / "RGST").glob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.filter(pc.not_equal(t["DBYEAR"], 2012)), f)
+    with pytest.raises(rel.ReleaseError, match="injected crash after 3"):
+        rel.publish(home_cfg, "t2", "2024.2", rel.manifest_for(home_cfg, "t2"), _crash_after=3)
+    cat = rel.catalog(home_cfg)
+    after_crash = rel.resolve(cat, "latest")
+    second = rel.publish(home_cfg, "t2", "2024.2", rel.manifest_for(home_cfg, "t2"))
+    return home_cfg, first, after_crash, second
+
+
+def test_release_reads_back_through_pyiceberg_with_the_manifest_counts(published, built: Build) -> None:  # type: ignore[no-untyped-def]
+    home_cfg, first, _, _ = published
+    cat = rel.catalog(home_cfg)
+    for name, n in first.manifest["row_counts"].items():
+        t = rel.read_table(cat, first, name)
+        assert t.num_rows == n == pq.read_table(built.out / name).num_rows, name
+    assert [f.name for f in rel.read_table(cat, first, "RGST").schema][:3] == ["SN_KEY", "DBYEAR", "SEX"]
+
+
+def test_query_uses_catalog_names_and_matches_the_manifest(published) -> None:  # type: ignore[no-untyped-def]
+    home_cfg, first, _, _ = published
+    got = rel.query(home_cfg, "select count(*) from T300 join T200 using (MID)", "2024.1").fetchall()[0]
+    assert got[0] == first.manifest["row_counts"]["T300"]
+    n = rel.query(home_cfg, "select count(*) from RGST", "2024.1").fetchall()[0][0]
+    assert n == first.manifest["row_counts"]["RGST"]
+
+
+def test_a_crash_between_tables_leaves_the_previous_release_current(published) -> None:  # type: ignore[no-untyped-def]
+    _, first, after_crash, _ = published
+    assert after_crash.tag == "2024.1" and after_crash.snapshots == first.snapshots
+
+
+def test_two_releases_stay_independently_queryable(published) -> None:  # type: ignore[no-untyped-def]
+    home_cfg, first, _, second = published
+    q = "select count(*) from RGST where DBYEAR = 2012"
+    assert rel.query(home_cfg, q, "2024.1").fetchall()[0][0] > 0
+    assert rel.query(home_cfg, q, "2024.2").fetchall()[0][0] == 0
+    assert rel.query(home_cfg, q).fetchall()[0][0] == 0  # latest
+    assert second.manifest["row_counts"]["RGST"] < first.manifest["row_counts"]["RGST"]
+    assert second.manifest["row_counts"]["T200"] == first.manifest["row_counts"]["T200"]
+    cat = rel.catalog(home_cfg)
+    assert [r.tag for r in rel.list_releases(cat)] == ["2024.1", "2024.2"]
+
+
+def test_publishing_again_changes_nothing(published) -> None:  # type: ignore[no-untyped-def]
+    home_cfg, _, _, second = published
+    cat = rel.catalog(home_cfg)
+    before = {n: cat.load_table(f"library.{n}").metadata_location for n in second.snapshots}
+    again = rel.publish(home_cfg, "t2", "2024.2", rel.manifest_for(home_cfg, "t2"))
+    assert again.snapshots == second.snapshots
+    assert {n: cat.load_table(f"library.{n}").metadata_location for n in second.snapshots} == before
+    assert len(rel.list_releases(cat)) == 2
+    with pytest.raises(rel.ReleaseError, match="releases never change"):
+        rel.publish(home_cfg, "t1", "2024.2", {})
+
+
+def test_manifest_records_code_config_inputs_and_linkage(published) -> None:  # type: ignore[no-untyped-def]
+    _, first, _, _ = published
+    m = first.manifest
+    assert len(m["code_version"]) in (40, 7) or m["code_version"] == "unknown"
+    assert len(m["config_digest"]) == 64
+    assert m["inputs"] and all(len(f["sha256"]) == 64 for i in m["inputs"] for f in i["files"])
+    assert m["linkage_report"] and m["linkage_quality"]["precision"] >= 0.9999
+    assert {d["table"] for d in m["data_dictionary"]} == set(m["row_counts"])
