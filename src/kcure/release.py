@@ -241,4 +241,5 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
         "linkage_quality": _load("_linkage_quality.json"),
         "data_dictionary": _load("_dictionary.json"),
         "gates": _load("_gates.json"),
+        "privacy": _load("_privacy.json"),
     }

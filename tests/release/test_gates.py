@@ -31,12 +31,36 @@ def _rewrite(table_dir: Path, fn) -> None:  # type: ignore[no-untyped-def]
     (f.parent / f".{f.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum of the file we replaced
 
 
-def test_gates_pass_on_the_real_build(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
+def test_gates_pass_on_the_real_build_after_k_anonymity(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
+    import json
+
     home_cfg = dataclasses.replace(cfg, home=built.home)
-    report = gates.run(spark, home_cfg, "t1")
+    out = _copy_build(built, "good")
+    report = gates.run(spark, home_cfg, "good")
     assert report.success, [c.message() for c in report.failures]
     assert len(report.checks) > 20
-    assert (built.home / "reports" / "releases" / "t1" / "data_docs" / "index.html").exists()
+    assert (built.home / "reports" / "releases" / "good" / "data_docs" / "index.html").exists()
+    privacy = json.loads((out / "_privacy.json").read_text())
+    assert privacy["min_class_after"] >= 5 > privacy["min_class_before"]
+    assert privacy["costs"][0]["step"] == "site_to_block:TCODE3"
+    # the recoding reached the released table: every first-diagnosis class now has at least k people
+    from kcure.jobs.privacy_gate import QIS, person_qis
+
+    people = person_qis(spark.read.parquet(str(out / "RGST")), spark.read.parquet(str(out / "BFC"))).toPandas()
+    assert people.fillna("*").astype(str).groupby(QIS).size().min() >= 5
+    assert len(people) == privacy["people"] - privacy["people_dropped"]
+
+
+def test_a_class_smaller_than_k_fails_when_dropping_is_not_allowed(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
+    raw = {**cfg.raw, "privacy.yaml": {**cfg.raw["privacy.yaml"], "drop_last_resort": False, "recoding": []}}
+    strict = dataclasses.replace(cfg, home=built.home, raw=raw)
+    _copy_build(built, "strict")
+    before = [r.tag for r in rel.list_releases(rel.catalog(strict))]
+    with pytest.raises(gates.GateFailed) as exc:
+        gates.publish_if_clean(spark, strict, "strict", "strict")
+    msg = str(exc.value)
+    assert "*: k-anonymity (k=5) failed" in msg and "classes smaller than k=5" in msg
+    assert [r.tag for r in rel.list_releases(rel.catalog(strict))] == before
 
 
 @pytest.mark.parametrize(
