@@ -79,6 +79,13 @@ def test_duplicates_dropped_are_exactly_the_re_sent_lines(built: Build, staged_l
     assert total > 100
 
 
+def test_lineage_is_owner_only(built: Build) -> None:
+    import stat
+
+    for p in [built.out / "_lineage", *(built.out / "_lineage").rglob("*")]:
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p
+
+
 def test_keys_join_inside_the_library(built: Build) -> None:
     persons = set(_table(built, "RGST").column("SN_KEY").to_pylist())
     assert None not in persons

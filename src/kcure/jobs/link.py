@@ -214,6 +214,7 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         counts[by_feed[str(r["_feed"])]] += int(r["in_library"])
     pairs.unpersist()
     cohort.unpersist()
+    _restrict(out / "_lineage")  # lineage + staging would map SN_KEY back to a person: owner-only
     write_dictionary(cfg, out)
     (out / "_linkage_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return LinkResult(out, counts, report)
@@ -264,3 +265,12 @@ def describe(report: list[dict[str, Any]]) -> str:
     for f, acc in feeds.items():
         lines.append(f"{f:<18}" + "".join(f"{acc[c]:>11,}" for c in cols))
     return "\n".join(lines)
+
+
+def _restrict(path: Path) -> None:
+    import os
+
+    for root, _dirs, files in os.walk(path):
+        os.chmod(root, 0o700)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o600)
