@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = {k: secrets.load(k) for k in ("linkage", "library")}  # before any data is touched
     spark = build_session(cfg.spark, app_name=f"kcure-pseudonymize-{args.build}")
     result = pseudonymize.run(spark, cfg, keys, args.build)
-    print(f"pseudonymized {len(result.rows)} feeds into {result.out}")
+    print(f"pseudonymized {len(result.feeds)} feeds into {result.out}")
     return 0
 
 

@@ -41,7 +41,7 @@ PERSON_FEEDS = (
 @dataclass
 class PseudonymizeResult:
     out: Path
-    rows: dict[str, int]  # staged columns read per feed
+    feeds: list[str]  # the feeds that had staged data
 
 
 def read_staged(spark: SparkSession, staging: Staging, feed: str) -> DataFrame | None:
@@ -238,7 +238,7 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
     out = cfg.local_path("pseudonymized") / build
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
-    rows = {}
+    done: list[str] = []
     for feed in FEEDS:
         df = read_staged(spark, staging, feed)
         if df is None:
@@ -246,5 +246,5 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str
         cols = df.columns
         result = T.drop_keys(pseudonymize_feed(T.with_keys(df, keys), feed, cfg.privacy, cols), keys)
         result.write.mode("overwrite").partitionBy("_year").parquet(str(out / feed))
-        rows[feed] = len(cols)
-    return PseudonymizeResult(out, rows)
+        done.append(feed)
+    return PseudonymizeResult(out, done)
