@@ -70,13 +70,6 @@ def spark() -> Iterator[object]:
     session.stop()
 
 
-@pytest.fixture
-def spark_reset(spark):  # type: ignore[no-untyped-def]
-    """The shared session with its catalog cache cleared after the test."""
-    yield spark
-    spark.catalog.clearCache()
-
-
 @pytest.fixture(scope="session")
 def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The small landing zone ingested from its local folder: (config of that home, results)."""

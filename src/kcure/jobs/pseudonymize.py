@@ -244,7 +244,8 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str
         if df is None:
             continue
         cols = df.columns
-        result = T.drop_keys(pseudonymize_feed(T.with_keys(df, keys), feed, cfg.privacy, cols), keys)
+        # pseudonymize_feed selects lineage, keys and payload only, so the key pads do not survive it
+        result = pseudonymize_feed(T.with_keys(df, keys), feed, cfg.privacy, cols)
         result.write.mode("overwrite").partitionBy("_year").parquet(str(out / feed))
         done.append(feed)
     return PseudonymizeResult(out, done)
