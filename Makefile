@@ -18,7 +18,7 @@ DEMO_SEED ?= 20240101
 DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java demo test lint fmt clean
+.PHONY: help install check-java demo airflow test lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,14 +38,34 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required)
 
-demo: install  ## synthetic population -> ingest -> pseudonymize + link, with throwaway demo secrets
+AIRFLOW := scripts/airflow.sh
+AIRFLOW_PORT ?= 8080
+
+demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_library -> release, report, a query
 	@scripts/demo_secrets.sh .demo-secrets.env
 	$(BIN)/kcure generate --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --out $(KCURE_HOME)/landing --force
-	$(BIN)/kcure ingest --landing $(KCURE_HOME)/landing
+	@$(AIRFLOW) db migrate > /dev/null
+	@$(AIRFLOW) dags reserialize > /dev/null 2>&1
+	@echo "== airflow dags test kcure_ingest (logs: $(KCURE_HOME)/demo-ingest.log)"
+	$(AIRFLOW) dags test kcure_ingest --conf '{"landing": "$(KCURE_HOME)/landing"}' > $(KCURE_HOME)/demo-ingest.log 2>&1 \
+	  || { tail -40 $(KCURE_HOME)/demo-ingest.log; exit 1; }
+	$(BIN)/kcure ingest-log --by-feed
+	@echo "== airflow dags test kcure_build_library (logs: $(KCURE_HOME)/demo-build.log)"
 	set -a && . ./.demo-secrets.env && set +a && \
-	  $(BIN)/kcure build --build $(DEMO_BUILD) --release $(DEMO_BUILD) --truth $(KCURE_HOME)/landing/_truth
+	  $(AIRFLOW) dags test kcure_build_library \
+	    --conf '{"build": "$(DEMO_BUILD)", "truth": "$(KCURE_HOME)/landing/_truth"}' > $(KCURE_HOME)/demo-build.log 2>&1 \
+	  || { tail -40 $(KCURE_HOME)/demo-build.log; exit 1; }
+	$(BIN)/kcure releases show $(DEMO_BUILD)
 	$(BIN)/kcure releases
-	$(BIN)/kcure query "select DBYEAR, SEX, count(*) as patients from RGST group by 1, 2 order by 1, 2"
+	$(BIN)/kcure query "select DBYEAR, SEX, count(*) as cancers from RGST group by 1, 2 order by 1, 2"
+
+airflow: install  ## airflow standalone with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (user admin)
+	@scripts/demo_secrets.sh .demo-secrets.env
+	@$(AIRFLOW) db migrate > /dev/null
+	@echo "Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)  user: admin  password: in $(KCURE_HOME)/airflow/simple_auth_manager_passwords.json.generated"
+	set -a && . ./.demo-secrets.env && set +a && \
+	  AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+	  $(AIRFLOW) standalone
 
 test: install  ## run the whole test suite (unit, spark, airflow, integration, slow)
 	$(UV) pip check

@@ -11,6 +11,9 @@ Tasks:
   sha256 and row count against the manifest, parses with pyarrow, quarantines bad lines (file, line,
   column, reason), runs the raw-data Great Expectations suite, and atomically switches the staged
   partition. It emits the feed's Asset `kcure_staged_<feed>` when something new was staged.
+* `staging_updated` runs when every feed-year has settled (even if some failed: their previous
+  version stays live) and emits `kcure_staging_updated` if anything was newly staged. That Asset
+  schedules `kcure_build_library`, so a build never starts from a half-ingested landing zone.
 
 **Re-runs are cheap**: a feed-year whose delivery is already staged is reported `unchanged` and not parsed.
 
@@ -36,12 +39,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from kcure.alerts import on_failure
+from kcure.assets import FEED_ASSETS, STAGED_FEEDS, STAGING_UPDATED
 from kcure.landing import FEEDS
-
-STAGED_FEEDS = AssetAlias("kcure_staged_feeds")
-FEED_ASSETS = {feed: Asset(name=f"kcure_staged_{feed}", uri=f"kcure://staging/{feed}") for feed in FEEDS}
 
 
 @dag(
@@ -53,7 +55,12 @@ FEED_ASSETS = {feed: Asset(name=f"kcure_staged_{feed}", uri=f"kcure://staging/{f
     max_active_runs=1,
     tags=["kcure", "ingest", "landing->staging"],
     doc_md=__doc__,
-    default_args={"owner": "kcure-data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={
+        "owner": "kcure-data-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "on_failure_callback": on_failure,
+    },
     params={
         "feeds": Param([], type="array", items={"type": "string", "enum": list(FEEDS)}, description="only these feeds"),
         "years": Param([], type="array", items={"type": "integer"}, description="only these years"),
@@ -107,7 +114,24 @@ def kcure_ingest() -> None:
             )
         return asdict(result)
 
-    ingest_feed_year.expand_kwargs(discover_deliveries())
+    @task(outlets=[STAGING_UPDATED], trigger_rule="all_done")
+    def staging_updated(run_id: str | None = None) -> dict[str, Any]:
+        """Emit `kcure_staging_updated` once, when every feed-year settled and one was newly staged."""
+        import json
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from kcure.config import load_config
+
+        log = load_config().local_path("reports") / "ingest" / "ingest_log.jsonl"
+        entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+        mine = [e for e in entries if e["run_id"] == run_id and e["status"] == "staged"]
+        staged = sorted(f"{e['feed']}/{e['year']}" for e in mine)
+        if not staged:
+            raise AirflowSkipException("nothing new was staged: the library build is not triggered")
+        return {"staged": staged}
+
+    ingest_feed_year.expand_kwargs(discover_deliveries()) >> staging_updated()
 
 
 kcure_ingest()

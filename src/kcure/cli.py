@@ -42,6 +42,39 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _cmd_ingest_log(args: argparse.Namespace) -> int:
+    import json
+
+    from kcure.ingest.run import FeedYearResult, describe
+
+    cfg = load_config(args.conf)
+    log = cfg.local_path("reports") / "ingest" / "ingest_log.jsonl"
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+    if not entries:
+        print(f"no ingest run recorded in {log}")
+        return 0
+    run = args.run or entries[-1]["run_id"]
+    mine = [e for e in entries if e["run_id"] == run]
+    if not mine:
+        print(f"kcure ingest-log: no run {run!r} in {log}", file=sys.stderr)
+        return 1
+    fields = set(FeedYearResult.__dataclass_fields__)
+    results = [FeedYearResult(**{k: v for k, v in e.items() if k in fields}) for e in mine]
+    print(f"ingest run {run}: {len(results)} feed-year(s)")
+    if args.by_feed:
+        print(f"{'feed':<20} {'years':>5} {'statuses':<22} {'delivered':>11} {'staged':>11} {'quarantined':>11}")
+        for feed in sorted({r.feed for r in results}):
+            rs = [r for r in results if r.feed == feed]
+            statuses = ",".join(sorted({r.status for r in rs}))
+            print(
+                f"{feed:<20} {len(rs):>5} {statuses:<22} {sum(r.delivered_rows for r in rs):>11,} "
+                f"{sum(r.staged_rows for r in rs):>11,} {sum(r.quarantined_rows for r in rs):>11,}"
+            )
+    else:
+        print(describe(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
 def _cmd_purge(args: argparse.Namespace) -> int:
     from kcure.ingest.staging import Staging
 
@@ -53,22 +86,17 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    import json
-
-    from kcure import secrets
-    from kcure.jobs import link, pseudonymize, quality
-    from kcure.spark import build_session
+    from kcure import pipeline, secrets
+    from kcure import release as rel
+    from kcure.jobs import link
 
     cfg = load_config(args.conf)
     try:
-        keys = {k: secrets.load(k, min_bytes=int(cfg.privacy["secrets"]["min_bytes"])) for k in ("linkage", "library")}
+        for kind in ("linkage", "library"):  # refuse before any data is touched
+            secrets.load(kind, min_bytes=int(cfg.privacy["secrets"]["min_bytes"]))
     except secrets.SecretError as exc:
         print(f"kcure build: {exc}", file=sys.stderr)
         return 2
-    import time
-
-    from kcure import release as rel
-
     published = [r.tag for r in rel.list_releases(rel.catalog(cfg)) if r.build == args.build]
     if published:
         print(
@@ -77,41 +105,46 @@ def _cmd_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
-    t0 = time.perf_counter()
-    pseudonymize.run(spark, cfg, keys, args.build)
-    t1 = time.perf_counter()
-    result = link.run(spark, cfg, keys["library"], args.build)
-    t2 = time.perf_counter()
-    staged = sum(int(r["staged"]) for r in result.report)
-    print(link.describe(result.report))
-    print(
-        f"pseudonymize: {staged:,} rows in {t1 - t0:.1f}s ({staged / (t1 - t0):,.0f} rows/s); "
-        f"link: {staged:,} rows in {t2 - t1:.1f}s ({staged / (t2 - t1):,.0f} rows/s)"
-    )
-    if args.truth:
-        q = quality.evaluate(spark, result.out, Path(args.truth))
-        (result.out / "_linkage_quality.json").write_text(json.dumps(q, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
-    print(f"library tables: {result.out}")
-    if args.release:
-        from kcure.jobs import gates
+    spark = None
+    if not pipeline.is_cluster(cfg):  # local mode: one session for every stage
+        from kcure.spark import build_session
 
-        t3 = time.perf_counter()
-        report = gates.run(spark, cfg, args.build)
-        t4 = time.perf_counter()
-        print(f"gates: {len(report.checks)} checks in {t4 - t3:.1f}s")
-        if not report.success:
-            for c in report.failures:
-                print(f"  {c.message()}", file=sys.stderr)
+        spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
+    else:
+        print(f"Spark stages are submitted to {cfg.spark['master']} with spark-submit")
+    try:
+        p = pipeline.run_spark_stage(cfg, "pseudonymize", args.build, spark=spark)
+        lk = pipeline.run_spark_stage(cfg, "link", args.build, truth=args.truth, spark=spark)
+        staged = int(lk["staged_rows"])
+        print(link.describe(lk["report"]))
+        print(
+            f"pseudonymize: {staged:,} rows in {p['seconds']:.1f}s ({staged / p['seconds']:,.0f} rows/s); "
+            f"link: {staged:,} rows in {lk['seconds']:.1f}s ({staged / lk['seconds']:,.0f} rows/s)"
+        )
+        q = lk.get("quality")
+        if q:
+            print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
+        print(f"library tables: {lk['out']}")
+        if not args.release:
+            return 0
+        g = pipeline.run_spark_stage(cfg, "gates", args.build, spark=spark)
+        print(f"gates: {len(g['checks'])} checks in {g['seconds']:.1f}s")
+        if not g["success"]:
+            for msg in g["failures"]:
+                print(f"  {msg}", file=sys.stderr)
             print(f"kcure build: release gates failed; release {args.release} was NOT published", file=sys.stderr)
-            spark.stop()
             return 1
-        r = rel.publish(cfg, args.build, args.release, rel.manifest_for(cfg, args.build))
-        total = sum(r.manifest["row_counts"].values())
-        print(f"release {r.tag} published in {time.perf_counter() - t4:.1f}s: {total:,} rows")
-    spark.stop()
-    return 0
+        pub = pipeline.publish(cfg, args.build, args.release)
+        total = sum(pub["row_counts"].values())
+        print(f"release {pub['release']} published in {pub['seconds']:.1f}s: {total:,} rows")
+        print(f"release report: {pipeline.report(cfg, args.build, args.release)['report']}")
+        return 0
+    except pipeline.StageFailed as exc:
+        print(f"kcure build: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if spark is not None:
+            spark.stop()
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -126,6 +159,39 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     print(f"release {r.tag} published from build {r.build} at {r.created_at:%Y-%m-%d %H:%M:%S} UTC")
     for name, n in r.manifest["row_counts"].items():
         print(f"  {name:<6} {n:>12,} rows")
+    from kcure import report
+
+    print(f"release report: {report.render(cfg, r.tag)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kcure import release as rel
+    from kcure import report
+
+    cfg = load_config(args.conf)
+    try:
+        path = report.render(cfg, args.release)
+    except rel.ReleaseError as exc:
+        print(f"kcure report: {exc}", file=sys.stderr)
+        return 1
+    print(f"release report: {path}")
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    import json
+
+    from kcure import diff as D
+    from kcure import release as rel
+
+    cfg = load_config(args.conf)
+    try:
+        d = D.diff(cfg, args.a, args.b)
+    except rel.ReleaseError as exc:
+        print(f"kcure diff: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(d.to_dict(), indent=2) if args.json else D.describe(d))
     return 0
 
 
@@ -136,9 +202,18 @@ def _cmd_releases(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.conf)
     cat = rel.catalog(cfg)
-    if args.show:
+    words = list(args.show)
+    if words and words[0] == "show":
+        words = words[1:]
+        if not words:
+            print("kcure releases show: which release? (a tag or 'latest')", file=sys.stderr)
+            return 2
+    if len(words) > 1:
+        print("usage: kcure releases [show] [TAG]", file=sys.stderr)
+        return 2
+    if words:
         try:
-            r = rel.resolve(cat, args.show)
+            r = rel.resolve(cat, words[0])
         except rel.ReleaseError as exc:
             print(f"kcure releases: {exc}", file=sys.stderr)
             return 1
@@ -152,6 +227,25 @@ def _cmd_releases(args: argparse.Namespace) -> int:
         q = m.get("linkage_quality")
         if q:
             print(f"linkage: precision {q['precision']:.6f}, recall {q['recall']:.6f} (against synthetic truth)")
+        g = m.get("gates") or {}
+        if g:
+            checks = g.get("checks") or []
+            warned = [c["check"] for c in checks if not c["success"] and c.get("severity") != "critical"]
+            print(
+                f"gates: {'all passed' if g.get('success') else 'FAILED'} ({len(checks)} checks"
+                + (f"; warnings: {', '.join(warned)}" if warned else "")
+                + ")"
+            )
+        p = m.get("privacy") or {}
+        if p:
+            print(
+                f"privacy: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']} "
+                f"after recoding, {p['people_dropped']:,} of {p['people']:,} people dropped"
+            )
+        from kcure.report import report_path
+
+        html = report_path(cfg, r.tag)
+        print(f"report: {html}" if html.exists() else f"report: not rendered yet (kcure report --release {r.tag})")
         if args.json:
             print(json.dumps(m, indent=2, default=str))
         return 0
@@ -159,12 +253,13 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     if not releases:
         print("no releases yet")
         return 0
-    print(f"{'release':<14} {'published (UTC)':<20} {'build':<14} {'RGST':>10} {'T200':>12} {'rows total':>14}")
+    w = max(14, *(len(r.tag) for r in releases), *(len(r.build) for r in releases))
+    print(f"{'release':<{w}} {'published (UTC)':<20} {'build':<{w}} {'RGST':>10} {'T200':>12} {'rows total':>14}")
     for i, r in enumerate(releases):
         counts = r.manifest["row_counts"]
         latest = "  <- latest" if i == len(releases) - 1 else ""
         print(
-            f"{r.tag:<14} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<14} {counts.get('RGST', 0):>10,} "
+            f"{r.tag:<{w}} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<{w}} {counts.get('RGST', 0):>10,} "
             f"{counts.get('T200', 0):>12,} {sum(counts.values()):>14,}{latest}"
         )
     return 0
@@ -227,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-data-docs", action="store_true", help="skip rendering Great Expectations Data Docs")
     i.set_defaults(func=_cmd_ingest)
 
+    il = sub.add_parser("ingest-log", help="what an ingest run (CLI or Airflow) did, per feed-year")
+    il.add_argument("--run", help="run id (default: the last run)")
+    il.add_argument("--by-feed", action="store_true", help="one line per feed instead of per feed-year")
+    il.set_defaults(func=_cmd_ingest_log)
+
     b = sub.add_parser(
         "build",
         help="pseudonymize the staged feeds and link them into the library tables (Spark)",
@@ -244,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.set_defaults(func=_cmd_publish)
 
     rl = sub.add_parser("releases", help="list releases, or show one release's manifest")
-    rl.add_argument("show", nargs="?", metavar="TAG", help="a release tag or 'latest'")
+    rl.add_argument("show", nargs="*", metavar="[show] TAG", help="show one release: a tag or 'latest'")
     rl.add_argument("--json", action="store_true", help="with a TAG: also print the whole manifest as JSON")
     rl.set_defaults(func=_cmd_releases)
 
@@ -254,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="write the result to a .csv or .parquet file instead of printing it")
     q.add_argument("--max-rows", type=int, default=40)
     q.set_defaults(func=_cmd_query)
+
+    rp = sub.add_parser("report", help="write the HTML release report (plots, gates, privacy, inputs)")
+    rp.add_argument("--release", help="release tag (default: latest)")
+    rp.set_defaults(func=_cmd_report)
+
+    df = sub.add_parser("diff", help="what changed between two releases: schemas, row counts per table and year")
+    df.add_argument("a", metavar="TAG_A")
+    df.add_argument("b", metavar="TAG_B")
+    df.add_argument("--json", action="store_true", help="print the difference as JSON")
+    df.set_defaults(func=_cmd_diff)
 
     pr = sub.add_parser("purge-staging", help="delete superseded staged versions older than the retention period")
     pr.add_argument("--days", type=float, help="override staging.retention_days from conf/pipeline.yaml")

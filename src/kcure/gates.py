@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,8 @@ class GateRunner:
                 batch_parameters={"dataframe": frame},
                 expectation_parameters=params or {},
                 result_format=NO_VALUES,
-                run_id=gx.RunIdentifier(run_name=batch),
+                # an explicit run_time: without one GX parses run_name as a date ('T400' -> year 400)
+                run_id=gx.RunIdentifier(run_name=batch, run_time=datetime.now(UTC)),
             )
             self._pending_docs = True
         return GateResult(suite_name, batch, [self._outcome(r) for r in res.results])

@@ -123,7 +123,10 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
     snapshots: dict[str, int] = {}
     for i, (name, spec) in enumerate(cfg.library["tables"].items()):
         ident = f"{NAMESPACE}.{name}"
-        table = cat.load_table(ident) if cat.table_exists(ident) else cat.create_table(ident, schema=table_schema(spec))
+        if cat.table_exists(ident):
+            table = _evolve(cat.load_table(ident), spec)
+        else:
+            table = cat.create_table(ident, schema=table_schema(spec))
         tagged = table.snapshot_by_name(tag)
         if tagged is None:
             current = table.current_snapshot()
@@ -167,6 +170,23 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
     return resolve(cat, tag)
 
 
+def _evolve(table: Table, spec: dict[str, Any]) -> Table:
+    """Make the table's current schema the configured one (columns added, retyped or removed).
+
+    Earlier snapshots keep their own schema, so older releases read back exactly as published.
+    """
+    have = [(f.name, str(f.field_type)) for f in table.schema().fields]
+    if have == [(c["name"], c["type"]) for c in spec["columns"]]:
+        return table
+    wanted = table_schema(spec)
+    with table.update_schema(allow_incompatible_changes=True) as update:
+        for name, _ in have:
+            if name not in wanted.names:
+                update.delete_column(name)
+        update.union_by_name(wanted)
+    return table
+
+
 def _rows(table: Table, snapshot_id: int) -> int:
     snap = table.snapshot_by_id(snapshot_id)
     assert snap is not None and snap.summary is not None
@@ -178,21 +198,26 @@ def read_table(cat: SqlCatalog, release: Release, name: str) -> pa.Table:
     return table.scan(snapshot_id=release.snapshots[name]).to_arrow()
 
 
-def query(cfg: Config, sql: str, tag: str | None = None) -> Any:
-    """Run SQL in DuckDB over one release's tables, named as in the catalog (RGST, T200, ...).
-
-    Each table is a view over exactly the data files of that release's snapshot, read lazily.
-    """
+def connect(cfg: Config, release: Release, cat: SqlCatalog | None = None, con: Any = None, schema: str = "main") -> Any:
+    """A DuckDB connection with one view per table of ``release`` (in ``schema``), over exactly the
+    data files of that release's snapshots, read lazily."""
     import duckdb
 
-    cat = catalog(cfg)
-    release = resolve(cat, tag)
-    con = duckdb.connect()
+    cat = cat or catalog(cfg)
+    con = con or duckdb.connect()
+    if schema != "main":
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     for name, sid in release.snapshots.items():
         files = [t.file.file_path for t in cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid).plan_files()]
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}])")
-    return con.sql(sql)
+        con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}])')
+    return con
+
+
+def query(cfg: Config, sql: str, tag: str | None = None) -> Any:
+    """Run SQL in DuckDB over one release's tables, named as in the catalog (RGST, T200, ...)."""
+    cat = catalog(cfg)
+    return connect(cfg, resolve(cat, tag), cat).sql(sql)
 
 
 def manifest_for(cfg: Config, build: str) -> dict[str, Any]:

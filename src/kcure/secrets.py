@@ -47,6 +47,10 @@ class Secret:
     def hmac_hex(self, message: bytes) -> str:
         return hmac.new(self._value, message, hashlib.sha256).hexdigest()
 
+    def raw(self) -> bytes:
+        """The key bytes, for handing to a child process through an owner-only file only."""
+        return self._value
+
     def derive(self, label: str) -> Secret:
         """A sub-key for one purpose (domain separation), as strong as this one."""
         return Secret(f"{self.name}/{label}", hmac.new(self._value, label.encode(), hashlib.sha256).digest())

@@ -1,0 +1,148 @@
+"""
+### kcure_build_library: staging -> pseudonymized -> linked -> gated, immutable release
+
+Runs when `kcure_ingest` emits **`kcure_staging_updated`** (after an ingest run in which at
+least one feed-year was newly staged), or by hand with params. One run = one build = at most one
+release. `max_active_runs=1`: two builds never publish at once.
+
+Tasks, and what to do when one fails:
+* `plan` fixes the build id and the release tag (params, or the run's time).
+  *Fails* when they are already published: trigger again with new params.
+* `pseudonymize` (Spark): staged feeds -> keyed HMAC linkage keys, identifiers dropped, generalized
+  payload in `pseudonymized/<build>/`. The only task that sees identifiers and the linkage secret.
+  *Fails* at once, without retrying, when a secret is missing or short: set
+  `KCURE_LINKAGE_SECRET`/`KCURE_LIBRARY_SECRET` or the connections `kcure_linkage_secret` /
+  `kcure_library_secret`. Other errors are retried.
+* `link` (Spark): one pseudonymous person, cohort-only library tables and a per feed-year linkage
+  report in `linked/<build>/`. Its input is intact, so clearing the task re-runs only the link.
+* `gates` (Spark): k-anonymity by local recoding, the library Great Expectations suites,
+  referential integrity, accounting. A failed gate does not fail this task; `publish` refuses.
+* `publish` registers the files as Iceberg snapshots, tags them, then appends the release marker
+  (all or nothing) and emits the Asset `kcure_library_release`. *Fails* when a gate failed:
+  nothing is published, the previous release stays current, and the message names the table, the
+  check and a few pseudonymous keys.
+* `report` writes the HTML release report (plots, privacy costs, gates, inputs, Data Docs links).
+  *Fails* after the release is published: re-run `kcure report --release TAG`.
+
+**Where Spark runs**: `spark.master` in `conf/pipeline.yaml`. `local[N]` runs inside the worker;
+a cluster URL (`spark://`, `yarn`, `k8s://`) submits `jobs/<stage>.py` with `spark-submit`,
+shipping the `kcure` package and the configuration. Secrets go to the job as owner-only files,
+never on a command line.
+
+**Re-delivery / backfill**: a new delivery `dNNN` of one feed-year is staged by `kcure_ingest`,
+which triggers this DAG. Each build recomputes the whole library from what is staged (every feed's
+`CURRENT` version): pseudonymize, link, gates and publish all run again; the staged, unchanged
+feed-years are not re-parsed. The new release gets a new tag; older releases stay queryable.
+
+**Failures** call `kcure.alerts.on_failure`: an operator message in the log and in
+`$KCURE_HOME/reports/alerts.jsonl`, and a POST to the `kcure_alerts` connection if it exists.
+
+**Params**: `build` (default: the run's UTC time, `YYYYMMDD-HHMMSS`), `release` (default: the
+build id), `truth` (a synthetic population's `_truth/` folder: adds linkage precision and recall).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from kcure.alerts import on_failure
+from kcure.assets import LIBRARY_RELEASE, STAGING_UPDATED
+
+
+def _fail(exc: BaseException) -> Exception:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+@dag(
+    dag_id="kcure_build_library",
+    description="Pseudonymize, link, gate and publish a release of the library (Spark + Iceberg)",
+    schedule=STAGING_UPDATED,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["kcure", "build", "staging->release"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "kcure-data-engineering",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+        "on_failure_callback": on_failure,
+    },
+    params={
+        "build": Param("", type="string", pattern="^[A-Za-z0-9._-]*$", description="build id; empty: run time"),
+        "release": Param("", type="string", pattern="^[A-Za-z0-9._-]*$", description="release tag; empty: build"),
+        "truth": Param("", type="string", description="synthetic _truth/ folder for precision/recall; or empty"),
+    },
+)
+def kcure_build_library() -> None:
+    @task
+    def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, str]:
+        """Fix the build id and the release tag; refuse ones already published."""
+        from kcure import release as rel
+        from kcure.config import load_config
+
+        p = params or {}
+        when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or datetime.now()
+        build = p.get("build") or when.strftime("%Y%m%d-%H%M%S")
+        tag = p.get("release") or build
+        cfg = load_config()
+        for r in rel.list_releases(rel.catalog(cfg)):
+            if r.build == build or r.tag == tag:
+                raise _fail(ValueError(f"build {build} / release {tag}: already published as {r.tag} from {r.build}"))
+        return {"build": build, "release": tag, "truth": p.get("truth") or ""}
+
+    def _spark_stage(stage: str, plan: dict[str, str]) -> dict[str, Any]:
+        from kcure import pipeline, secrets
+        from kcure.config import load_config
+
+        cfg = load_config()
+        try:
+            s = pipeline.run_spark_stage(cfg, stage, plan["build"], truth=plan.get("truth") or None)
+        except secrets.SecretError as exc:
+            raise _fail(exc) from None
+        return {k: v for k, v in s.items() if k not in ("report", "checks")}  # small XCom
+
+    @task
+    def pseudonymize(plan: dict[str, str]) -> dict[str, Any]:
+        """Spark: staged feeds -> pseudonymized/<build>/ (the only task that sees identifiers)."""
+        return _spark_stage("pseudonymize", plan)
+
+    @task
+    def link(plan: dict[str, str]) -> dict[str, Any]:
+        """Spark: pseudonymized -> linked/<build>/ library tables and the linkage report."""
+        return _spark_stage("link", plan)
+
+    @task
+    def gates(plan: dict[str, str]) -> dict[str, Any]:
+        """Spark: k-anonymity, library suites, referential integrity, accounting."""
+        return _spark_stage("gates", plan)
+
+    @task(outlets=[LIBRARY_RELEASE])
+    def publish(plan: dict[str, str]) -> dict[str, Any]:
+        """Publish the release only if every gate passed (Iceberg, all or nothing)."""
+        from kcure import pipeline
+        from kcure.config import load_config
+
+        try:
+            return pipeline.publish(load_config(), plan["build"], plan["release"])
+        except pipeline.StageFailed as exc:
+            raise _fail(exc) from None
+
+    @task
+    def report(plan: dict[str, str]) -> dict[str, Any]:
+        """Write the HTML release report."""
+        from kcure import pipeline
+        from kcure.config import load_config
+
+        return pipeline.report(load_config(), plan["build"], plan["release"])
+
+    p: Any = plan()
+    pseudonymize(p) >> link(p) >> gates(p) >> publish(p) >> report(p)
+
+
+kcure_build_library()

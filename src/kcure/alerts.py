@@ -1,0 +1,97 @@
+"""Operator-facing failure messages for the DAGs: what failed, where to look, what to do.
+
+``on_failure`` is the DAGs' ``on_failure_callback``. It writes one message to the task log and one
+JSON line to ``<reports>/alerts.jsonl``, and, when the Airflow connection named in
+``conf/pipeline.yaml`` ``alerts.connection`` exists, POSTs the same JSON to its URL. Messages carry
+the DAG, task, run, try and the exception's message, which the pipeline keeps free of data values;
+notification problems are logged and never mask the task's own failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("kcure.alerts")
+
+#: what an operator should do when a task fails, by task id
+WHAT_TO_DO = {
+    "plan": "Another build may already use this build id, or the release tag is taken: trigger again "
+    "with new 'build' / 'release' params.",
+    "pseudonymize": "A missing or short secret (KCURE_LINKAGE_SECRET / KCURE_LIBRARY_SECRET or the Airflow "
+    "connections kcure_linkage_secret / kcure_library_secret) fails here without retrying. Otherwise "
+    "see the Spark log; the build's earlier outputs are untouched and a re-run starts the stage again.",
+    "link": "See the Spark log; pseudonymized/<build> is intact, so clearing this task re-runs only the link.",
+    "gates": "The gate step itself crashed (a failed gate does not fail it, it stops publish).",
+    "publish": "Gates failed (the message lists the table, check and a few pseudonymous keys) or the "
+    "catalog was unreachable. Nothing was published and the previous release stays current; fix the "
+    "data or the rule and trigger a new build.",
+    "report": "The release is published; only its HTML report failed. Re-run with `kcure report --release TAG`.",
+    "discover_deliveries": "The landing zone could not be listed: check the path or the kcure_landing connection.",
+    "ingest_feed_year": "See the task log: checksum/row-count mismatches need a re-delivery, failed "
+    "expectations are explained in the feed-year's Data Docs.",
+}
+
+
+def message(context: dict[str, Any]) -> dict[str, Any]:
+    ti = context.get("task_instance") or context.get("ti")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    exc = context.get("exception")
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "run_id": context.get("run_id") or getattr(ti, "run_id", "?"),
+        "try_number": getattr(ti, "try_number", None),
+        "error": f"{type(exc).__name__}: {exc}" if exc is not None else "unknown",
+        "what_to_do": WHAT_TO_DO.get(str(task_id), "See the task log."),
+    }
+
+
+def on_failure(context: dict[str, Any]) -> None:
+    from kcure.config import load_config
+
+    msg = message(context)
+    log.error(
+        "KCURE OPERATOR ALERT: %s.%s failed in run %s (try %s): %s\nWhat to do: %s",
+        msg["dag_id"],
+        msg["task_id"],
+        msg["run_id"],
+        msg["try_number"],
+        msg["error"],
+        msg["what_to_do"],
+    )
+    try:
+        cfg = load_config()
+        path = cfg.local_path("reports") / "alerts.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(msg) + "\n")
+        conn_id = str((cfg.pipeline.get("alerts") or {}).get("connection") or "")
+    except Exception:  # an alert must never raise over the failure it reports
+        log.exception("could not record the alert")
+        return
+    if conn_id:
+        _notify(conn_id, msg)
+
+
+def _notify(conn_id: str, msg: dict[str, Any]) -> None:
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:
+        return  # no channel configured: the log and alerts.jsonl are the channel
+    url = (conn.extra_dejson or {}).get("url") or conn.get_uri()
+    try:
+        req = urllib.request.Request(
+            url, data=json.dumps(msg).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10):  # an operator-configured URL
+            pass
+    except Exception as exc:
+        log.warning("could not notify through connection %s: %s", conn_id, type(exc).__name__)

@@ -1,0 +1,288 @@
+"""The build's stages, the same for ``kcure build`` and the ``kcure_build_library`` DAG.
+
+    pseudonymize -> link -> gates -> publish -> report
+
+The three Spark stages run in local mode inside the calling process when ``spark.master`` is
+``local[...]``. With a cluster URL (``spark://``, ``yarn``, ``k8s://``) they are submitted with
+``spark-submit`` (``jobs/<stage>.py``), shipping the ``kcure`` package (``--py-files``) and the
+configuration (``--files``). Secrets never go on a command line: the parent resolves them (from the
+environment, an owner-only file or an Airflow connection) and hands them to spark-submit as
+owner-only ``KCURE_*_SECRET_FILE`` files that are removed when it ends.
+
+Every stage writes its summary to ``reports/builds/<build>/<stage>.json``: the parent reads the
+same file whether the stage ran in-process or on a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kcure import secrets
+from kcure.config import Config, load_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+SPARK_STAGES = ("pseudonymize", "link", "gates")
+#: which secrets each Spark stage may read: link and gates never see the linkage secret
+STAGE_SECRETS = {"pseudonymize": ("linkage", "library"), "link": ("library",), "gates": ()}
+
+
+class StageFailed(RuntimeError):
+    """A stage ended without its result; the message names the stage and where its log is."""
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def jobs_dir() -> Path:
+    return Path(os.environ.get("KCURE_JOBS_DIR") or repo_root() / "jobs")
+
+
+def is_cluster(cfg: Config) -> bool:
+    return not str(cfg.spark.get("master", "local[2]")).startswith("local")
+
+
+def summary_path(cfg: Config, build: str, stage: str) -> Path:
+    return cfg.local_path("reports") / "builds" / build / f"{stage}.json"
+
+
+def read_summary(cfg: Config, build: str, stage: str) -> dict[str, Any]:
+    p = summary_path(cfg, build, stage)
+    if not p.exists():
+        raise StageFailed(f"{stage} of build {build} left no summary at {p}")
+    return dict(json.loads(p.read_text(encoding="utf-8")))
+
+
+def _write_summary(cfg: Config, build: str, stage: str, summary: dict[str, Any]) -> None:
+    p = summary_path(cfg, build, stage)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def _min_bytes(cfg: Config) -> int:
+    return int(cfg.privacy["secrets"]["min_bytes"])
+
+
+# --- the stages' bodies (they run wherever the Spark driver runs) -----------------------------------
+
+
+def _pseudonymize(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
+    from kcure.jobs import pseudonymize
+
+    keys = {k: secrets.load(k, min_bytes=_min_bytes(cfg)) for k in STAGE_SECRETS["pseudonymize"]}
+    result = pseudonymize.run(spark, cfg, keys, build)
+    return {"feeds": list(result.feeds), "out": str(result.out)}
+
+
+def _link(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
+    from kcure.jobs import link, quality
+
+    key = secrets.load("library", min_bytes=_min_bytes(cfg))
+    result = link.run(spark, cfg, key, build)
+    out: dict[str, Any] = {
+        "out": str(result.out),
+        "tables": result.tables,
+        "report": result.report,
+        "staged_rows": sum(int(r["staged"]) for r in result.report),
+    }
+    if truth:
+        q = quality.evaluate(spark, result.out, Path(truth))
+        (result.out / "_linkage_quality.json").write_text(json.dumps(q, indent=2, default=str) + "\n", encoding="utf-8")
+        out["quality"] = q
+    return out
+
+
+def _gates(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
+    from kcure.jobs import gates
+
+    report = gates.run(spark, cfg, build)
+    return {**report.to_dict(), "failures": [c.message() for c in report.failures]}
+
+
+BODIES = {"pseudonymize": _pseudonymize, "link": _link, "gates": _gates}
+
+
+def job_main(stage: str, argv: list[str] | None = None) -> int:
+    """The entry point of ``jobs/<stage>.py`` under spark-submit (or ``python jobs/<stage>.py``)."""
+    import argparse
+
+    from kcure.spark import build_session
+
+    ap = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"the {stage} stage of a library build")
+    ap.add_argument("--build", required=True, help="build id, for example 2024.1")
+    ap.add_argument("--truth", help="a synthetic population's _truth/ folder (link: adds precision and recall)")
+    args = ap.parse_args(argv)
+    cfg = load_config()
+    for kind in STAGE_SECRETS[stage]:  # refuse before touching any data
+        secrets.load(kind, min_bytes=_min_bytes(cfg))
+    spark = build_session(cfg.spark, app_name=f"kcure-{stage}-{args.build}")
+    try:
+        t0 = time.perf_counter()
+        summary = BODIES[stage](spark, cfg, args.build, args.truth)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        summary["master"] = spark.sparkContext.master
+        _write_summary(cfg, args.build, stage, summary)
+    finally:
+        spark.stop()
+    return 0
+
+
+# --- running a Spark stage: in-process (local) or spark-submit (cluster) ----------------------------
+
+
+def run_spark_stage(
+    cfg: Config, stage: str, build: str, *, truth: str | None = None, spark: SparkSession | None = None
+) -> dict[str, Any]:
+    """Run one Spark stage and return its summary (also in ``reports/builds/<build>/<stage>.json``)."""
+    if stage not in BODIES:
+        raise ValueError(f"unknown Spark stage {stage!r}; stages: {', '.join(SPARK_STAGES)}")
+    summary_path(cfg, build, stage).unlink(missing_ok=True)
+    if is_cluster(cfg):
+        submit(cfg, stage, build, truth=truth)
+        return read_summary(cfg, build, stage)
+    from kcure.spark import build_session
+
+    for kind in STAGE_SECRETS[stage]:
+        secrets.load(kind, min_bytes=_min_bytes(cfg))
+    own = spark is None
+    session = spark or build_session(cfg.spark, app_name=f"kcure-{stage}-{build}")
+    try:
+        t0 = time.perf_counter()
+        summary = BODIES[stage](session, cfg, build, truth)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        summary["master"] = session.sparkContext.master
+    finally:
+        if own:
+            session.stop()
+    _write_summary(cfg, build, stage, summary)
+    return summary
+
+
+def package_zip(cfg: Config) -> Path:
+    """The ``kcure`` package as a zip for ``--py-files`` (rebuilt when any source file is newer)."""
+    src = Path(__file__).resolve().parent
+    out = cfg.home / "tmp" / "kcure-py-files.zip"
+    newest = max(p.stat().st_mtime for p in src.rglob("*.py"))
+    if out.exists() and out.stat().st_mtime >= newest:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(src.rglob("*.py")):
+            z.write(p, Path("kcure") / p.relative_to(src))
+    os.replace(tmp, out)
+    return out
+
+
+def spark_submit_command(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> list[str]:
+    """The spark-submit command line for a stage. It carries no secret and no data value."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    from kcure.spark import session_conf
+
+    spark_cfg = cfg.spark
+    deploy_mode = str(spark_cfg.get("deploy_mode", "client"))
+    cmd = [
+        str(Path(_find_spark_home()) / "bin" / "spark-submit"),
+        "--master",
+        str(spark_cfg["master"]),
+        "--deploy-mode",
+        deploy_mode,
+        "--name",
+        f"kcure-{stage}-{build}",
+        "--py-files",
+        str(package_zip(cfg)),
+        "--files",
+        ",".join(str(cfg.conf_dir / name) for name in sorted(cfg.raw)),
+    ]
+    for k, v in session_conf(spark_cfg).items():
+        cmd += ["--conf", f"{k}={v}"]
+    if deploy_mode == "cluster":  # the driver runs remotely: it reads the shipped configuration
+        cmd += ["--conf", "spark.yarn.appMasterEnv.KCURE_CONF=.", "--conf", "spark.kubernetes.driverEnv.KCURE_CONF=."]
+    cmd += [str(jobs_dir() / f"{stage}.py"), "--build", build]
+    if truth and stage == "link":
+        cmd += ["--truth", str(truth)]
+    return cmd
+
+
+def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> None:
+    """Run a stage with spark-submit against the configured cluster; its log goes to the build's reports."""
+    cmd = spark_submit_command(cfg, stage, build, truth=truth)
+    log = summary_path(cfg, build, stage).with_suffix(".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in secrets.NAMES.values()}
+    env.update(
+        {
+            "KCURE_HOME": str(cfg.home),
+            "KCURE_CONF": str(cfg.conf_dir),
+            "KCURE_ENV": cfg.environment,
+            "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
+            "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
+        }
+    )
+    secret_dir = Path(tempfile.mkdtemp(prefix="kcure-secrets-"))  # 0700
+    try:
+        for kind in STAGE_SECRETS[stage]:
+            value = secrets.load(kind, min_bytes=_min_bytes(cfg))
+            path = secret_dir / kind
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(value.raw())
+            env[f"{secrets.NAMES[kind]}_FILE"] = str(path)
+        with log.open("w", encoding="utf-8") as out:
+            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    finally:
+        shutil.rmtree(secret_dir, ignore_errors=True)
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise StageFailed(
+            f"{stage} of build {build} failed on {cfg.spark['master']} (exit {proc.returncode}); "
+            f"log: {log}\n" + "\n".join(tail)
+        )
+
+
+# --- the stages after Spark ------------------------------------------------------------------------
+
+
+def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
+    """Publish the build as ``tag`` if, and only if, its gates passed."""
+    from kcure import release as rel
+
+    gates = read_summary(cfg, build, "gates")
+    if not gates.get("success"):
+        raise StageFailed(
+            f"release gates failed for build {build}; release {tag} was NOT published:\n"
+            + "\n".join(gates.get("failures") or [])
+        )
+    t0 = time.perf_counter()
+    r = rel.publish(cfg, build, tag, rel.manifest_for(cfg, build))
+    summary = {
+        "release": r.tag,
+        "build": r.build,
+        "published_at": r.created_at.isoformat(),
+        "row_counts": r.manifest["row_counts"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    _write_summary(cfg, build, "publish", summary)
+    return summary
+
+
+def report(cfg: Config, build: str, tag: str) -> dict[str, Any]:
+    from kcure.report import render
+
+    summary = {"release": tag, "report": str(render(cfg, tag))}
+    _write_summary(cfg, build, "report", summary)
+    return summary

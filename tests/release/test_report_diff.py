@@ -1,0 +1,170 @@
+"""The HTML release report shows the release's own numbers; `kcure diff` reports the real difference."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from kcure import cli, report
+from kcure import diff as D
+from kcure import release as rel
+from kcure.jobs import gates
+from tests.build_fixture import Build
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+
+
+class Marks(HTMLParser):
+    """Collects every plot's marks: {svg id: [(attrs of each mark or cell)]}, and every link."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plots: dict[str, list[dict[str, str]]] = {}
+        self.links: list[str] = []
+        self._svg: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "svg" and "plot" in a.get("class", ""):
+            self._svg = a["id"]
+            self.plots[self._svg] = []
+        elif tag == "g" and self._svg and a.get("class") in ("mark", "cell"):
+            self.plots[self._svg].append(a)
+        elif tag == "a":
+            self.links.append(a["href"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "svg":
+            self._svg = None
+
+
+def _rewrite(table_dir: Path, fn) -> None:  # type: ignore[no-untyped-def]
+    for f in sorted(table_dir.glob("*.parquet")):
+        pq.write_table(fn(pq.read_table(f)), f)
+        (f.parent / f".{f.name}.crc").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def two_releases(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """2025.1: build t1 through every gate. 2025.2: the same minus the 2019 deaths, plus a VCN column."""
+    home = tmp_path_factory.mktemp("report-home")
+    shutil.copytree(built.home / "staging", home / "staging")
+    shutil.copytree(built.out, home / "linked" / "r1")
+    c1 = dataclasses.replace(cfg, home=home)
+    assert gates.run(spark, c1, "r1").success
+    first = rel.publish(c1, "r1", "2025.1", rel.manifest_for(c1, "r1"))
+
+    shutil.copytree(home / "linked" / "r1", home / "linked" / "r2")
+    _rewrite(
+        home / "linked" / "r2" / "DEATH",
+        lambda t: t.filter(pc.invert(pc.starts_with(t["DREGDATE"], "2019"))),
+    )
+    _rewrite(home / "linked" / "r2" / "VCN", lambda t: t.append_column("VCN_SITE", pa.nulls(t.num_rows, pa.string())))
+    raw = copy.deepcopy(cfg.raw)
+    raw["library.yaml"]["tables"]["VCN"]["columns"].append({"name": "VCN_SITE", "type": "string", "meaning": "site"})
+    c2 = dataclasses.replace(cfg, home=home, raw=raw)
+    second = rel.publish(c2, "r2", "2025.2", rel.manifest_for(c2, "r2"))
+    return c1, c2, first, second
+
+
+def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: ignore[no-untyped-def]
+    c1, _, first, _ = two_releases
+    path = report.render(c1, "2025.1")
+    page = path.read_text(encoding="utf-8")
+    marks = Marks()
+    marks.feed(page)
+    assert {"cohort-by-year", "cohort-by-site", "cohort-year-site", "linkage-rate", "k-distribution"} <= set(
+        marks.plots
+    )
+
+    by_year = dict(
+        rel.query(
+            c1, "select coalesce(cast(DBYEAR as varchar), 'suppressed'), count(*) from RGST group by 1", "2025.1"
+        ).fetchall()
+    )
+    shown = {m["data-label"]: int(float(m["data-value"])) for m in marks.plots["cohort-by-year"]}
+    assert shown == by_year and sum(shown.values()) == first.manifest["row_counts"]["RGST"]
+    assert (
+        sum(int(float(m["data-value"])) for m in marks.plots["cohort-by-site"]) == first.manifest["row_counts"]["RGST"]
+    )
+
+    # linkage: each cell is linked / (linked + unlinked) of that feed-year in the manifest's report
+    cells = {(c["data-row"], c["data-col"]): c["data-value"] for c in marks.plots["linkage-rate"]}
+    assert len(cells) == len(first.manifest["linkage_report"])
+    for r in first.manifest["linkage_report"]:
+        linked = r["linked_rrn"] + r["linked_secondary"] + r["linked_via_mid"]
+        want = round(100.0 * linked / (linked + r["unlinked"]), 2) if linked + r["unlinked"] else None
+        got = cells[(r["_feed"], str(r["_year"]))]
+        assert (float(got) if got else None) == want, (r["_feed"], r["_year"])
+
+    dist = first.manifest["privacy"]["class_size_distribution"]
+    assert {m["data-label"]: int(float(m["data-value"])) for m in marks.plots["k-distribution"]} == dist
+    assert min(int(s.rstrip("+")) for s in dist) >= first.manifest["privacy"]["k"]
+
+    # year x site: cells below k are masked, never printed
+    k = first.manifest["privacy"]["k"]
+    grid = marks.plots["cohort-year-site"]
+    assert all(c["data-value"] == "" or float(c["data-value"]) == 0 or float(c["data-value"]) >= k for c in grid)
+
+    # Data Docs are linked and rendered for every library table (T200 included: GX once dropped them)
+    docs = [h for h in marks.links if h.endswith("data_docs/index.html")]
+    assert docs and (path.parent / docs[0]).resolve().is_file()
+    validations = (path.parent / docs[0]).resolve().parent / "validations" / "library"
+    assert {p.name for p in validations.iterdir()} >= set(first.snapshots)
+
+    keys = rel.query(c1, "select SN_KEY from RGST", "2025.1").fetchall()
+    assert not any(k[0] in page for k in keys), "a pseudonymous key leaked into the report"
+    assert "<script" not in page  # a static page: nothing to execute in the secure environment
+
+
+def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    c1, c2, first, _ = two_releases
+    removed = rel.query(c1, "select count(*) from DEATH where DREGDATE like '2019%'", "2025.1").fetchall()[0][0]
+    assert removed > 0
+    d = D.diff(c2, "2025.1", "2025.2")
+    t = {x.name: x for x in d.tables}
+    assert t["DEATH"].rows == (first.manifest["row_counts"]["DEATH"], first.manifest["row_counts"]["DEATH"] - removed)
+    assert t["DEATH"].by_year == {"2019": (removed, 0)}
+    assert t["VCN"].schema == ["+ VCN_SITE string"] and t["VCN"].rows[0] == t["VCN"].rows[1]
+    assert not t["DEATH"].schema
+    unchanged = {n for n, x in t.items() if not x.changed}
+    assert unchanged == set(first.snapshots) - {"DEATH", "VCN"}
+    assert D.diff(c2, "2025.2", "2025.2").changed is False
+
+    # the older release still reads back with its own schema
+    assert "VCN_SITE" not in rel.query(c2, "select * from VCN", "2025.1").columns
+    assert "VCN_SITE" in rel.query(c2, "select * from VCN", "2025.2").columns
+
+    monkeypatch.setenv("KCURE_HOME", str(c2.home))
+    monkeypatch.setenv("KCURE_CONF", str(_conf_dir(c2, c2.home / "conf2")))
+    assert cli.main(["diff", "2025.1", "2025.2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"DEATH\s+[\d,]+\s+[\d,]+\s+-{removed:,}", out), out
+    assert "schema + VCN_SITE string" in out and re.search(r"2019\s+[\d,]+\s+->\s+0", out)
+
+
+def test_releases_show_prints_the_manifest(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    c1, _, first, _ = two_releases
+    monkeypatch.setenv("KCURE_HOME", str(c1.home))
+    assert cli.main(["releases", "show", "2025.1"]) == 0
+    out = capsys.readouterr().out
+    assert "release 2025.1 (build r1)" in out
+    assert f"{first.manifest['row_counts']['T200']:,} rows" in out
+
+
+def _conf_dir(cfg, where: Path) -> Path:  # type: ignore[no-untyped-def]
+    import yaml
+
+    where.mkdir(exist_ok=True)
+    for name, content in cfg.raw.items():
+        (where / name).write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+    return where
