@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -109,19 +110,24 @@ class Ingestor:
         restricted_dir(cfg.local_path("staging"))
         restricted_dir(cfg.local_path("quarantine"))
 
-    def _gate(self, feed: Feed, year: int, parts: list[pa.Table]) -> dict[str, Any]:
-        from kcure.gates import GateRunner, merge
+    def _gate_runner(self, feed: Feed, year: int) -> Any:
+        from kcure.gates import GateRunner
 
         docs = self.reports / "data_docs" / feed.name / str(year) if self.data_docs else None
-        runner = GateRunner(docs)
-        results = []
-        for i, t in enumerate(parts):
-            df = t.drop_columns(["_delivery", "_file", "_line"]).to_pandas()
-            results.append(
-                runner.validate(
-                    f"raw/{feed.name}", df, batch=f"{feed.name}-{year}-part{i:05d}", params=_gate_params(year)
-                )
-            )
+        return GateRunner(docs)
+
+    @staticmethod
+    def _gate_part(runner: Any, feed: Feed, year: int, i: int, t: pa.Table) -> Any:
+        """Validate one parsed part file right away, so a feed-year never sits in memory whole."""
+        df = t.drop_columns(["_delivery", "_file", "_line"]).to_pandas()
+        return runner.validate(
+            f"raw/{feed.name}", df, batch=f"{feed.name}-{year}-part{i:05d}", params=_gate_params(year)
+        )
+
+    @staticmethod
+    def _gate_merge(runner: Any, feed: Feed, year: int, results: list[Any]) -> dict[str, Any]:
+        from kcure.gates import merge
+
         merged = merge(results, f"raw/{feed.name}", f"{feed.name}/{year}").to_dict()
         index = runner.build_docs()
         if index is not None:
@@ -148,7 +154,8 @@ class Ingestor:
                 return res
             tmp = self.staging.begin(d.feed, d.year)
             quarantine: list[pa.Table] = []
-            parts: list[pa.Table] = []
+            runner = self._gate_runner(feed, d.year)
+            gate_results: list[Any] = []
             for i, f in enumerate(d.manifest.files):
                 key = f"{d.key}/{f.name}"
                 try:
@@ -173,15 +180,14 @@ class Ingestor:
                     raise FormatError(f"{key}: {rows} rows delivered but staged + quarantined do not add up")
                 write_restricted_parquet(parsed.table, tmp / f"part-{i:05d}.parquet")
                 quarantine.append(parsed.quarantine_table(d.feed, d.year, d.delivery, f.name))
-                parts.append(parsed.table)
+                gate_results.append(self._gate_part(runner, feed, d.year, i, parsed.table))
                 res.delivered_rows += rows
                 res.staged_rows += parsed.table.num_rows
             q = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
             res.quarantined_rows = len(
                 set(zip(q.column("file").to_pylist(), q.column("line").to_pylist(), strict=True))
             )
-            res.gate = self._gate(feed, d.year, parts)
-            del parts
+            res.gate = self._gate_merge(runner, feed, d.year, gate_results)
             if not res.gate["success"]:
                 res.status = "gate_failed"
                 res.message = f"critical expectations failed: {', '.join(res.gate['critical_failures'])}"
@@ -233,8 +239,43 @@ def ingest(
         log.warning("%s has no _MANIFEST.json yet: incomplete, waiting for it", w)
     for u in found.unknown:
         log.warning("landing folder %s is not a feed conf/feeds.yaml knows: ignored", u)
-    ing = Ingestor(cfg, zone, run_id=run_id, data_docs=data_docs)
-    return [ing.ingest_one(d) for d in found.latest]
+    run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    workers = min(int((cfg.pipeline.get("ingest") or {}).get("workers") or os.cpu_count() or 1), len(found.latest))
+    if workers <= 1:
+        ing = Ingestor(cfg, zone, run_id=run_id, data_docs=data_docs)
+        return [ing.ingest_one(d) for d in found.latest]
+    # feed-years are independent: one process each, largest first so the workers finish together
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    where = landing or cfg.path("landing")
+    order = sorted(found.latest, key=lambda d: -sum(f.rows for f in d.manifest.files))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+        done = dict(
+            zip(
+                [d.key for d in order],
+                pool.map(_ingest_one, [(cfg, where, run_id, data_docs, d) for d in order]),
+                strict=True,
+            )
+        )
+    return [done[d.key] for d in found.latest]
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive a killed ingestion (it would go on and commit a feed-year)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _ingest_one(job: tuple[Config, str, str, bool, Delivery]) -> FeedYearResult:
+    cfg, where, run_id, data_docs, d = job
+    return Ingestor(cfg, open_landing(where), run_id=run_id, data_docs=data_docs).ingest_one(d)
 
 
 def describe(results: list[FeedYearResult]) -> str:
