@@ -12,6 +12,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     KCURE_CONF=/opt/kcure/conf \
+    KCURE_JOBS_DIR=/opt/kcure/jobs \
+    KCURE_EXPECTATIONS=/opt/kcure/expectations \
     KCURE_HOME=/opt/airflow/kcure \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/kcure/dags

@@ -18,7 +18,7 @@ DEMO_SEED ?= 20240101
 DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java demo airflow test lint fmt clean
+.PHONY: help install check-java browser demo airflow bench bench-scaling test lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -57,7 +57,8 @@ demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_lib
 	  || { tail -40 $(KCURE_HOME)/demo-build.log; exit 1; }
 	$(BIN)/kcure releases show $(DEMO_BUILD)
 	$(BIN)/kcure releases
-	$(BIN)/kcure query "select DBYEAR, SEX, count(*) as cancers from RGST group by 1, 2 order by 1, 2"
+	$(BIN)/kcure query "select coalesce(cast(DBYEAR as varchar), '(suppressed for k-anonymity)') as diagnosis_year, \
+	  count(*) as cancers from RGST group by 1 order by 1"
 
 airflow: install  ## airflow standalone with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (user admin)
 	@scripts/demo_secrets.sh .demo-secrets.env
@@ -67,7 +68,19 @@ airflow: install  ## airflow standalone with the project's DAGs on http://127.0.
 	  AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
 	  $(AIRFLOW) standalone
 
-test: install  ## run the whole test suite (unit, spark, airflow, integration, slow)
+SCALE ?= 0.01
+SCALES ?= 0.005 0.01 0.02
+
+bench: install  ## stage-by-stage benchmark at SCALE (fraction of 2.26 M patients) against the I/O floor
+	$(BIN)/python bench/run.py --scale $(SCALE)
+
+bench-scaling: install  ## the benchmark at SCALES (each double the one before), with the fitted exponent
+	$(BIN)/python bench/run.py --scaling $(SCALES)
+
+browser: ## Debian's chromium for the browser test (apt-get; needs root or sudo)
+	@scripts/install_chromium.sh
+
+test: install browser  ## run the whole test suite (unit, spark, airflow, integration, slow)
 	$(UV) pip check
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -65,3 +65,29 @@ def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFa
         [logs / "stdout.log", logs / "stderr.log", *sorted((logs / "events").rglob("*"))],
         stdout,
     )
+
+
+@dataclass
+class Published:
+    cfg: object  # kcure.config.Config with home set to this release's KCURE_HOME
+    release: object  # kcure.release.Release
+
+
+@pytest.fixture(scope="session")
+def local_release(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFactory) -> Published:  # type: ignore[no-untyped-def]
+    """Build t1 through every gate, published as release 'local' in a KCURE_HOME of its own.
+
+    The home holds a copy of the staged feeds, so more builds can start from the same input.
+    """
+    import dataclasses
+
+    from kcure import pipeline
+    from kcure import release as rel
+
+    home = tmp_path_factory.mktemp("release-home")
+    shutil.copytree(built.home / "staging", home / "staging")
+    shutil.copytree(built.out, home / "linked" / "r1")
+    c = dataclasses.replace(cfg, home=home)
+    assert pipeline.run_spark_stage(c, "gates", "r1", spark=spark)["success"]
+    pipeline.publish(c, "r1", "local")
+    return Published(c, rel.resolve(rel.catalog(c), "local"))

@@ -81,4 +81,4 @@ def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFact
     return local_cfg, results
 
 
-from tests.build_fixture import built  # noqa: E402,F401  (a session fixture shared by the build and release tests)
+from tests.build_fixture import built, local_release  # noqa: E402,F401  (session fixtures shared by several test folders)

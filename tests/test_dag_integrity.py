@@ -6,6 +6,7 @@ Stays meaningful as DAGs arrive: it walks whatever is in dags/ and checks each D
 from __future__ import annotations
 
 import ast
+import itertools
 import time
 from pathlib import Path
 
@@ -86,3 +87,27 @@ def test_dag_files_do_no_io_at_parse_time() -> None:
 
 def test_dag_folder_parses_quickly(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dagbag.parse_seconds < 10
+
+
+def test_the_build_runs_when_ingest_says_staging_changed_and_never_twice_at_once(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from kcure.assets import STAGING_UPDATED
+
+    build = dagbag.dags["kcure_build_library"]
+    ingest = dagbag.dags["kcure_ingest"]
+    assert build.max_active_runs == 1
+    assert STAGING_UPDATED in ingest.get_task("staging_updated").outlets
+    assert ingest.get_task("staging_updated").trigger_rule == "all_done"  # a failed feed-year keeps its old version
+    assert build.timetable.asset_condition == STAGING_UPDATED
+    order = ["plan", "pseudonymize", "link", "gates", "publish", "report"]
+    for up, down in itertools.pairwise(order):
+        assert down in build.get_task(up).downstream_task_ids, (up, down)
+
+
+def test_every_task_alerts_operators_on_failure(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from kcure.alerts import on_failure
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert on_failure in callbacks, f"{dag.dag_id}.{task.task_id}"

@@ -49,3 +49,16 @@ def test_requirements_lock_is_the_export_of_uv_lock() -> None:
     locked = _locked()
     for name in ("apache-airflow", "pyspark", "great-expectations", "pyiceberg", "pandas"):
         assert pins[name] == locked[name]
+
+
+def test_image_points_the_installed_package_at_the_copied_folders() -> None:
+    """Installed into site-packages, the package cannot find conf/, jobs/ or expectations/ next to
+    itself: the image must name each folder, and copy it there."""
+    import re
+
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    copied = set(re.findall(r"^COPY .* (/opt/kcure/\w+)$", text, flags=re.M))
+    for var, folder in (("KCURE_CONF", "conf"), ("KCURE_JOBS_DIR", "jobs"), ("KCURE_EXPECTATIONS", "expectations")):
+        assert re.search(rf"\b{var}=/opt/kcure/{folder}\b", text), var
+        assert f"/opt/kcure/{folder}" in copied, folder
+        assert (REPO / folder).is_dir()

@@ -220,6 +220,8 @@ def spark_submit_command(cfg: Config, stage: str, build: str, *, truth: str | No
 
 def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> None:
     """Run a stage with spark-submit against the configured cluster; its log goes to the build's reports."""
+    from kcure.gates import expectations_dir
+
     cmd = spark_submit_command(cfg, stage, build, truth=truth)
     log = summary_path(cfg, build, stage).with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +231,9 @@ def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> 
             "KCURE_HOME": str(cfg.home),
             "KCURE_CONF": str(cfg.conf_dir),
             "KCURE_ENV": cfg.environment,
+            # the driver imports kcure from the shipped zip: name the folders it reads explicitly
+            "KCURE_EXPECTATIONS": str(expectations_dir()),
+            "KCURE_JOBS_DIR": str(jobs_dir()),
             "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
             "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +24,9 @@ def session_conf(spark_cfg: dict[str, Any], overrides: dict[str, str] | None = N
         "spark.sql.session.timeZone": "Asia/Seoul",
         "spark.sql.ansi.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # Python workers (executors) run this interpreter, not whatever `python3` is first on PATH;
+        # on a cluster whose nodes keep Python elsewhere, set spark.pyspark.python in conf/
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
         **REDACTION,
     }
     if str(spark_cfg.get("master", "local")).startswith("local"):

@@ -17,8 +17,7 @@ import pytest
 from kcure import cli, report
 from kcure import diff as D
 from kcure import release as rel
-from kcure.jobs import gates
-from tests.build_fixture import Build
+from tests.build_fixture import Published
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
@@ -54,15 +53,10 @@ def _rewrite(table_dir: Path, fn) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def two_releases(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """2025.1: build t1 through every gate. 2025.2: the same minus the 2019 deaths, plus a VCN column."""
-    home = tmp_path_factory.mktemp("report-home")
-    shutil.copytree(built.home / "staging", home / "staging")
-    shutil.copytree(built.out, home / "linked" / "r1")
-    c1 = dataclasses.replace(cfg, home=home)
-    assert gates.run(spark, c1, "r1").success
-    first = rel.publish(c1, "r1", "2025.1", rel.manifest_for(c1, "r1"))
-
+def two_releases(local_release: Published, cfg):  # type: ignore[no-untyped-def]
+    """'local': build t1 through every gate. 2025.2: the same minus the 2019 deaths, plus a VCN column."""
+    c1, first = local_release.cfg, local_release.release
+    home = c1.home
     shutil.copytree(home / "linked" / "r1", home / "linked" / "r2")
     _rewrite(
         home / "linked" / "r2" / "DEATH",
@@ -78,7 +72,7 @@ def two_releases(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFact
 
 def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: ignore[no-untyped-def]
     c1, _, first, _ = two_releases
-    path = report.render(c1, "2025.1")
+    path = report.render(c1, "local")
     page = path.read_text(encoding="utf-8")
     marks = Marks()
     marks.feed(page)
@@ -88,7 +82,7 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
 
     by_year = dict(
         rel.query(
-            c1, "select coalesce(cast(DBYEAR as varchar), 'suppressed'), count(*) from RGST group by 1", "2025.1"
+            c1, "select coalesce(cast(DBYEAR as varchar), 'suppressed'), count(*) from RGST group by 1", "local"
         ).fetchall()
     )
     shown = {m["data-label"]: int(float(m["data-value"])) for m in marks.plots["cohort-by-year"]}
@@ -121,16 +115,16 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
     validations = (path.parent / docs[0]).resolve().parent / "validations" / "library"
     assert {p.name for p in validations.iterdir()} >= set(first.snapshots)
 
-    keys = rel.query(c1, "select SN_KEY from RGST", "2025.1").fetchall()
+    keys = rel.query(c1, "select SN_KEY from RGST", "local").fetchall()
     assert not any(k[0] in page for k in keys), "a pseudonymous key leaked into the report"
     assert "<script" not in page  # a static page: nothing to execute in the secure environment
 
 
 def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     c1, c2, first, _ = two_releases
-    removed = rel.query(c1, "select count(*) from DEATH where DREGDATE like '2019%'", "2025.1").fetchall()[0][0]
+    removed = rel.query(c1, "select count(*) from DEATH where DREGDATE like '2019%'", "local").fetchall()[0][0]
     assert removed > 0
-    d = D.diff(c2, "2025.1", "2025.2")
+    d = D.diff(c2, "local", "2025.2")
     t = {x.name: x for x in d.tables}
     assert t["DEATH"].rows == (first.manifest["row_counts"]["DEATH"], first.manifest["row_counts"]["DEATH"] - removed)
     assert t["DEATH"].by_year == {"2019": (removed, 0)}
@@ -141,12 +135,12 @@ def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> 
     assert D.diff(c2, "2025.2", "2025.2").changed is False
 
     # the older release still reads back with its own schema
-    assert "VCN_SITE" not in rel.query(c2, "select * from VCN", "2025.1").columns
+    assert "VCN_SITE" not in rel.query(c2, "select * from VCN", "local").columns
     assert "VCN_SITE" in rel.query(c2, "select * from VCN", "2025.2").columns
 
     monkeypatch.setenv("KCURE_HOME", str(c2.home))
     monkeypatch.setenv("KCURE_CONF", str(_conf_dir(c2, c2.home / "conf2")))
-    assert cli.main(["diff", "2025.1", "2025.2"]) == 0
+    assert cli.main(["diff", "local", "2025.2"]) == 0
     out = capsys.readouterr().out
     assert re.search(rf"DEATH\s+[\d,]+\s+[\d,]+\s+-{removed:,}", out), out
     assert "schema + VCN_SITE string" in out and re.search(r"2019\s+[\d,]+\s+->\s+0", out)
@@ -155,9 +149,9 @@ def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> 
 def test_releases_show_prints_the_manifest(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     c1, _, first, _ = two_releases
     monkeypatch.setenv("KCURE_HOME", str(c1.home))
-    assert cli.main(["releases", "show", "2025.1"]) == 0
+    assert cli.main(["releases", "show", "local"]) == 0
     out = capsys.readouterr().out
-    assert "release 2025.1 (build r1)" in out
+    assert "release local (build r1)" in out
     assert f"{first.manifest['row_counts']['T200']:,} rows" in out
 
 

@@ -1,0 +1,45 @@
+"""A tiny run of `bench/run.py`, so the benchmark does not rot. It checks the report, not speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STAGES = ["ingest", "pseudonymize", "link", "gates", "publish"]
+
+
+def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "40", "--work", str(tmp_path / "work"),
+         "--results", str(results)],
+        capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = results.glob("*.json")
+    r = json.loads(path.read_text())
+    assert [s["stage"] for s in r["stages"]] == STAGES
+    floor = r["floor"]["seconds"]
+    for s in r["stages"]:
+        assert s["seconds"] > 0 and s["cpu_seconds"] > 0, s
+        assert s["rows_in"] > 0 and s["rows_out"] > 0, s
+        assert s["x_floor"] == round(s["seconds"] / floor, 2)
+    by = {s["stage"]: s for s in r["stages"]}
+    assert by["ingest"]["rows_in"] == r["landing"]["rows"] >= by["ingest"]["rows_out"]
+    assert by["pseudonymize"]["rows_in"] == by["ingest"]["rows_out"]
+    assert by["pseudonymize"]["peak_rss_mb"] > 250  # the JVM's memory is counted, not only Python's
+    assert by["publish"]["rows_out"] == by["gates"]["rows_out"]
+    assert r["pipeline"]["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.05)
+    assert r["machine"]["cores"] >= 1
+    assert len(r["git_sha"]) == 40 or r["git_sha"] == "unknown"
+    assert r["generate"]["seconds"] > 0  # generation is timed, apart from the pipeline
+    for name in STAGES:
+        assert f"| {name} |" in proc.stdout
