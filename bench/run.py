@@ -1,0 +1,329 @@
+"""Stage-by-stage benchmark of the pipeline against the I/O floor.
+
+    .venv/bin/python bench/run.py --scale 0.01 [--work DIR] [--reuse-landing]
+    .venv/bin/python bench/run.py --scaling 0.005 0.01 0.02
+
+Each stage runs as its own process, as an Airflow task would (``kcure ingest``,
+``jobs/pseudonymize.py``, ``jobs/link.py``, ``jobs/gates.py``, ``kcure publish``). A sampler walks
+the stage's process tree (the JVM included) every 0.2 s for the peak resident memory of all its
+processes and their CPU seconds. Disk written is the growth of KCURE_HOME. The I/O floor is
+``bench/io_floor.py`` in the same run: pyarrow reading the same landing files and writing
+compressed Parquet, with the same two cores. Results go to ``bench/results/<timestamp>.json`` and
+are printed as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+K_CURE_PATIENTS = 2_260_000
+SECRETS = {  # throwaway benchmark keys: synthetic data only
+    "KCURE_LINKAGE_SECRET": "bench-only-linkage-secret-not-for-real-data-0001",
+    "KCURE_LIBRARY_SECRET": "bench-only-library-secret-not-for-real-data-0002",
+}
+
+
+def du(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def parquet_rows(path: Path, tables: list[str] | None = None) -> int:
+    """Rows in the Parquet files under ``path`` (only under ``path/<table>`` for the given tables)."""
+    import pyarrow.parquet as pq
+
+    roots = [path / t for t in tables] if tables is not None else [path]
+    return sum(
+        pq.ParquetFile(f).metadata.num_rows for r in roots for f in r.rglob("*.parquet") if not f.name.startswith(".")
+    )
+
+
+class Sampler:
+    """Peak RSS (sum over the process tree) and CPU seconds of a process and all its descendants."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], interval: float = 0.2) -> None:
+        self.root = psutil.Process(proc.pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss = 0
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        rss += p.memory_info().rss
+                        t = p.cpu_times()
+                        self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                except psutil.Error:
+                    continue
+            self.peak_rss = max(self.peak_rss, rss)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+def run_stage(name: str, cmd: list[str], env: dict[str, str], home: Path, log: Path) -> dict[str, Any]:
+    before = du(home)
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        sampler = Sampler(proc)
+        rc = proc.wait()
+        sampler.stop()
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"stage {name} failed (exit {rc}); log: {log}\n" + log.read_text()[-3000:])
+    return {
+        "stage": name,
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(max(sampler.cpu_seconds, 0.0), 1),
+        "peak_rss_mb": round(sampler.peak_rss / 2**20),
+        "disk_written_mb": round(max(du(home) - before, 0) / 2**20, 1),
+    }
+
+
+def bench(scale: float | None, patients: int | None, work: Path, seed: int, reuse: bool) -> dict[str, Any]:
+    py = sys.executable
+    n = patients if patients is not None else max(1, round(K_CURE_PATIENTS * float(scale or 0)))
+    work.mkdir(parents=True, exist_ok=True)
+    landing = work / "landing"
+    home = work / "home"
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, **SECRETS, "KCURE_HOME": str(home)}
+    result: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": scale,
+        "patients": n,
+        "seed": seed,
+        "machine": {
+            "cores": psutil.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "versions": _versions(),
+        "git_sha": _git_sha(),
+    }
+    # generation is timed apart from the pipeline
+    if not (reuse and (landing / "_truth").exists()):
+        g = run_stage(
+            "generate",
+            [py, "-m", "kcure.cli", "generate", "--patients", str(n), "--seed", str(seed), "--out", str(landing),
+             "--force"],
+            env, work, logs / "generate.log",
+        )  # fmt: skip
+        result["generate"] = g
+    delivered = _delivered_rows(landing)
+    result["landing"] = {"rows": delivered, "mb": round(du(landing) / 2**20, 1)}
+
+    # the I/O floor, in the same run
+    floor_dir = work / "floor"
+    subprocess.run(["rm", "-rf", str(floor_dir)], check=True)
+    floor = run_stage(
+        "io_floor", [py, str(REPO / "bench" / "io_floor.py"), str(landing), str(floor_dir)], env, work, logs / "f.log"
+    )
+    floor["rows_in"] = floor["rows_out"] = delivered
+    result["floor"] = floor
+
+    subprocess.run(["rm", "-rf", str(home)], check=True)
+    build = "bench"
+    stages = [
+        ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--no-data-docs"]),
+        ("pseudonymize", [py, str(REPO / "jobs" / "pseudonymize.py"), "--build", build]),
+        ("link", [py, str(REPO / "jobs" / "link.py"), "--build", build]),
+        ("gates", [py, str(REPO / "jobs" / "gates.py"), "--build", build]),
+        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build]),
+    ]
+    from kcure.config import load_config
+
+    library = list(load_config().library["tables"])
+    out: list[dict[str, Any]] = []
+    for name, cmd in stages:
+        s = run_stage(name, cmd, env, home, logs / f"{name}.log")
+        if name == "ingest":
+            s["rows_in"], s["rows_out"] = delivered, parquet_rows(home / "staging")
+        elif name == "pseudonymize":
+            s["rows_in"], s["rows_out"] = out[-1]["rows_out"], parquet_rows(home / "pseudonymized" / build)
+        elif name in ("link", "gates"):  # the library tables only (not the restricted lineage)
+            s["rows_in"], s["rows_out"] = out[-1]["rows_out"], parquet_rows(home / "linked" / build, library)
+        else:
+            s["rows_in"] = s["rows_out"] = out[-1]["rows_out"]
+        if name == "gates":
+            g = json.loads((home / "reports" / "builds" / build / "gates.json").read_text())
+            if not g["success"]:
+                raise SystemExit("the release gates failed in the benchmark: " + "; ".join(g["failures"]))
+            s["phases"] = g.get("seconds", {})
+        out.append(s)
+    for s in [*out, floor]:
+        s["rows_per_second"] = round(s["rows_in"] / s["seconds"]) if s["seconds"] else None
+        s["x_floor"] = round(s["seconds"] / floor["seconds"], 2)
+    result["stages"] = out
+    total = sum(s["seconds"] for s in out)
+    result["pipeline"] = {
+        "seconds": round(total, 2),
+        "cpu_seconds": round(sum(s["cpu_seconds"] for s in out), 1),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in out),
+        "disk_written_mb": round(sum(s["disk_written_mb"] for s in out), 1),
+        "rows_in": delivered,
+        "rows_per_second": round(delivered / total),
+        "x_floor": round(total / floor["seconds"], 2),
+    }
+    return result
+
+
+def _delivered_rows(landing: Path) -> int:
+    from kcure.landing import Manifest
+
+    rows = 0
+    for mpath in sorted(landing.glob("*/*/d*/_MANIFEST.json")):
+        latest = max(p.name for p in mpath.parent.parent.iterdir() if (p / "_MANIFEST.json").exists())
+        if mpath.parent.name == latest:
+            rows += sum(f.rows for f in Manifest.from_json(mpath.read_text(encoding="utf-8")).files)
+    return rows
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("apache-airflow", "pyspark", "great-expectations", "pyarrow", "pyiceberg", "duckdb", "pandas")
+    return {n: version(n) for n in names}
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    head = (
+        f"scale {r['scale']} ({r['patients']:,} patients), {r['landing']['rows']:,} delivered rows, "
+        f"{r['machine']['cores']} cores / {r['machine']['memory_gb']} GB, git {r['git_sha'][:10]}"
+    )
+    lines = [
+        head,
+        "",
+        "| stage | rows in | rows out | wall s | rows/s | CPU s | peak RSS MB | disk MB | × floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in [*r["stages"], {**r["pipeline"], "stage": "**pipeline**", "rows_out": r["stages"][-1]["rows_out"]}]:
+        lines.append(
+            f"| {s['stage']} | {s['rows_in']:,} | {s['rows_out']:,} | {s['seconds']:,.1f} | "
+            f"{s['rows_per_second']:,} | {s['cpu_seconds']:,.1f} | {s['peak_rss_mb']:,} | "
+            f"{s['disk_written_mb']:,} | {s['x_floor']:.2f} |"
+        )
+    f = r["floor"]
+    lines.append(
+        f"| I/O floor | {f['rows_in']:,} | {f['rows_out']:,} | {f['seconds']:,.1f} | {f['rows_per_second']:,} | "
+        f"{f['cpu_seconds']:,.1f} | {f['peak_rss_mb']:,} | {f['disk_written_mb']:,} | 1.00 |"
+    )
+    if "generate" in r:
+        g = r["generate"]
+        lines.append(f"\ngenerate (not in the pipeline): {g['seconds']:,.1f} s, peak {g['peak_rss_mb']:,} MB")
+    return "\n".join(lines)
+
+
+def fit_exponent(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log(y) on log(x): y ~ x^b."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
+
+
+def scaling(results: list[dict[str, Any]]) -> str:
+    xs = [float(r["patients"]) for r in results]
+    secs = [r["pipeline"]["seconds"] for r in results]
+    mem = [float(r["pipeline"]["peak_rss_mb"]) for r in results]
+    lines = [
+        "| scale | patients | rows | pipeline s | peak RSS MB | × floor |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p = r["pipeline"]
+        lines.append(
+            f"| {r['scale']} | {r['patients']:,} | {p['rows_in']:,} | {p['seconds']:,.1f} | "
+            f"{p['peak_rss_mb']:,} | {p['x_floor']:.2f} |"
+        )
+    b_t, b_m = fit_exponent(xs, secs), fit_exponent(xs, mem)
+    steps = [secs[i + 1] / secs[i] for i in range(len(secs) - 1)]
+    lines.append(
+        f"\ntime ~ size^{b_t:.2f}; each doubling cost {', '.join(f'{s:.2f}x' for s in steps)} "
+        f"(target <= 2.2x); peak memory ~ size^{b_m:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = ap.add_mutually_exclusive_group(required=True)
+    size.add_argument("--scale", type=float, help="fraction of K-CURE's 2.26 million patients")
+    size.add_argument("--patients", type=int, help="an exact number of patients (the smoke run)")
+    size.add_argument("--scaling", type=float, nargs="+", metavar="SCALE", help="several scales, each its own run")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--work", type=Path, help="scratch folder (default: var/bench/<scale>)")
+    ap.add_argument("--reuse-landing", action="store_true", help="keep an already generated population")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
+    args = ap.parse_args(argv)
+    scales: list[float | None] = list(args.scaling) if args.scaling else [args.scale]
+    runs = []
+    for scale in scales:
+        label = f"p{args.patients}" if args.patients else f"s{scale}"
+        work = args.work or REPO / "var" / "bench" / label
+        if args.scaling and args.work:
+            work = args.work / label
+        r = bench(scale, args.patients, work, args.seed, args.reuse_landing)
+        args.results.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = args.results / f"{stamp}-{label}.json"
+        r["markdown"] = markdown(r)
+        path.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+        print(r["markdown"])
+        print(f"results: {path}\n")
+        runs.append(r)
+    if len(runs) > 1:
+        text = scaling(runs)
+        print(text)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        (args.results / f"{stamp}-scaling.json").write_text(
+            json.dumps({"runs": [r["scale"] for r in runs], "markdown": text}, indent=2) + "\n", encoding="utf-8"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
