@@ -158,6 +158,23 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
     result["floor"] = floor
 
     subprocess.run(["rm", "-rf", str(home)], check=True)
+    # the repository's configuration, plus Spark event logs for the stage timings
+    conf = work / "conf"
+    subprocess.run(["rm", "-rf", str(conf)], check=True)
+    subprocess.run(["cp", "-r", str(REPO / "conf"), str(conf)], check=True)
+    events = work / "spark-events"
+    subprocess.run(["rm", "-rf", str(events)], check=True)
+    events.mkdir()
+    import yaml
+
+    pyaml = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
+    spark_conf = pyaml["defaults"]["spark"].setdefault("conf", {}) or {}
+    spark_conf.update(
+        {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
+    )
+    pyaml["defaults"]["spark"]["conf"] = spark_conf
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(pyaml, sort_keys=False), encoding="utf-8")
+    env["KCURE_CONF"] = str(conf)
     build = "bench"
     stages = [
         ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--no-data-docs"]),
@@ -190,6 +207,7 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
         s["rows_per_second"] = round(s["rows_in"] / s["seconds"]) if s["seconds"] else None
         s["x_floor"] = round(s["seconds"] / floor["seconds"], 2)
     result["stages"] = out
+    result["spark_stages"] = slowest_spark_stages(events)
     total = sum(s["seconds"] for s in out)
     result["pipeline"] = {
         "seconds": round(total, 2),
@@ -201,6 +219,29 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
         "x_floor": round(total / floor["seconds"], 2),
     }
     return result
+
+
+def slowest_spark_stages(events: Path, top: int = 8) -> list[dict[str, Any]]:
+    """The slowest Spark stages of every job, from the event logs: where the Spark time goes."""
+    out = []
+    for log in sorted(p for p in events.iterdir() if p.is_file()):
+        app = "?"
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            ev = json.loads(line)
+            if ev.get("Event") == "SparkListenerApplicationStart":
+                app = ev.get("App Name", "?")
+            elif ev.get("Event") == "SparkListenerStageCompleted":
+                info = ev["Stage Info"]
+                if "Submission Time" in info and "Completion Time" in info:
+                    out.append(
+                        {
+                            "app": app,
+                            "stage": info.get("Stage Name", "?")[:80],
+                            "tasks": info.get("Number of Tasks"),
+                            "seconds": round((info["Completion Time"] - info["Submission Time"]) / 1000, 1),
+                        }
+                    )
+    return sorted(out, key=lambda s: -s["seconds"])[:top]
 
 
 def _delivered_rows(landing: Path) -> int:
@@ -252,6 +293,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| I/O floor | {f['rows_in']:,} | {f['rows_out']:,} | {f['seconds']:,.1f} | {f['rows_per_second']:,} | "
         f"{f['cpu_seconds']:,.1f} | {f['peak_rss_mb']:,} | {f['disk_written_mb']:,} | 1.00 |"
     )
+    if r.get("spark_stages"):
+        lines.append("\nslowest Spark stages (event log):")
+        for st in r["spark_stages"]:
+            lines.append(f"- {st['app']}: {st['stage']} ({st['tasks']} tasks) {st['seconds']:,.1f} s")
     if "generate" in r:
         g = r["generate"]
         lines.append(f"\ngenerate (not in the pipeline): {g['seconds']:,.1f} s, peak {g['peak_rss_mb']:,} MB")

@@ -43,3 +43,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert r["generate"]["seconds"] > 0  # generation is timed, apart from the pipeline
     for name in STAGES:
         assert f"| {name} |" in proc.stdout
+    # Spark's own stage timings come from the jobs' event logs
+    apps = {"kcure-pseudonymize-bench", "kcure-link-bench", "kcure-gates-bench"}
+    assert {s["app"] for s in r["spark_stages"]} <= apps
+    assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
