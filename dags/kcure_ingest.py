@@ -14,6 +14,8 @@ Tasks:
 * `staging_updated` runs when every feed-year has settled (even if some failed: their previous
   version stays live) and emits `kcure_staging_updated` if anything was newly staged. That Asset
   schedules `kcure_build_library`, so a build never starts from a half-ingested landing zone.
+* `fail_run_if_a_feed_year_failed` only runs when a feed-year failed, and fails, so the run shows
+  red even though `staging_updated` went ahead.
 
 **Re-runs are cheap**: a feed-year whose delivery is already staged is reported `unchanged` and not parsed.
 
@@ -131,7 +133,17 @@ def kcure_ingest() -> None:
             raise AirflowSkipException("nothing new was staged: the library build is not triggered")
         return {"staged": staged}
 
-    ingest_feed_year.expand_kwargs(discover_deliveries()) >> staging_updated()
+    @task(trigger_rule="one_failed")  # AirflowFailException: never retried
+    def fail_run_if_a_feed_year_failed() -> None:
+        """Watcher: keeps the run red for operators when any feed-year failed (staging_updated
+        runs regardless, so the run's state would otherwise follow it)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("at least one feed-year failed: see the red ingest_feed_year tasks")
+
+    ingested = ingest_feed_year.expand_kwargs(discover_deliveries())
+    ingested >> staging_updated()
+    ingested >> fail_run_if_a_feed_year_failed()
 
 
 kcure_ingest()

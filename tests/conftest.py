@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ os.environ.setdefault("AIRFLOW_HOME", str(_RUN_HOME / "airflow"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PYSPARK_PYTHON", os.path.realpath(os.sys.executable))  # type: ignore[attr-defined]
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the venv interpreter, not a bare python3
 
 SMALL_PATIENTS = 300
 # Throwaway test secrets, 48 bytes each, only ever used on synthetic data.

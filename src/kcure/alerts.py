@@ -31,6 +31,8 @@ WHAT_TO_DO = {
     "data or the rule and trigger a new build.",
     "report": "The release is published; only its HTML report failed. Re-run with `kcure report --release TAG`.",
     "discover_deliveries": "The landing zone could not be listed: check the path or the kcure_landing connection.",
+    "fail_run_if_a_feed_year_failed": "Only a summary: look at the red ingest_feed_year tasks of this run.",
+    "staging_updated": "The ingest log could not be read: check $KCURE_HOME/reports/ingest/ingest_log.jsonl.",
     "ingest_feed_year": "See the task log: checksum/row-count mismatches need a re-delivery, failed "
     "expectations are explained in the feed-year's Data Docs.",
 }

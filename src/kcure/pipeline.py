@@ -208,7 +208,10 @@ def spark_submit_command(cfg: Config, stage: str, build: str, *, truth: str | No
         "--files",
         ",".join(str(cfg.conf_dir / name) for name in sorted(cfg.raw)),
     ]
-    for k, v in session_conf(spark_cfg).items():
+    conf = session_conf(spark_cfg)
+    # client mode: the driver runs here, with this interpreter (the one that has kcure's dependencies)
+    conf.setdefault("spark.pyspark.driver.python", sys.executable)
+    for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
     if deploy_mode == "cluster":  # the driver runs remotely: it reads the shipped configuration
         cmd += ["--conf", "spark.yarn.appMasterEnv.KCURE_CONF=.", "--conf", "spark.kubernetes.driverEnv.KCURE_CONF=."]

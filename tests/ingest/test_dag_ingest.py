@@ -50,11 +50,15 @@ def test_dag_ingests_feed_years_fails_only_the_bad_one_and_emits_assets(airflow_
     assert tis[("ingest_feed_year", "hira_t400/2014")] == ("failed", 1)  # data errors are not retried
     for ok in ("hira_t400/2013", "kostat_death/2013", "kostat_death/2014"):
         assert tis[("ingest_feed_year", ok)][0] == "success", ok
-    assert sorted((name, e["year"]) for name, e in events) == [
+    assert sorted((name, e["year"]) for name, e in events if name != "kcure_staging_updated") == [
         ("kcure_staged_hira_t400", 2013),
         ("kcure_staged_kostat_death", 2013),
         ("kcure_staged_kostat_death", 2014),
     ]
+    # once every feed-year settled (one failed), one event tells the build DAG that staging changed
+    assert tis[("staging_updated", None)][0] == "success"
+    assert tis[("fail_run_if_a_feed_year_failed", None)][0] == "failed"  # and it keeps the run red
+    assert [name for name, _ in events].count("kcure_staging_updated") == 1
     cfg = load_config()
     st = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
     assert st.current("hira_t400", 2013) is not None and st.current("hira_t400", 2014) is None
@@ -63,6 +67,8 @@ def test_dag_ingests_feed_years_fails_only_the_bad_one_and_emits_assets(airflow_
     state2, tis2, events2 = _run({**conf, "feeds": ["kostat_death"]})
     assert state2 == "success"
     assert events2 == []
+    assert tis2[("staging_updated", None)][0] == "skipped"  # nothing new: no build is triggered
+    assert tis2[("fail_run_if_a_feed_year_failed", None)][0] == "skipped"
     assert {k for k in tis2 if k[0] == "ingest_feed_year"} == {
         ("ingest_feed_year", "kostat_death/2013"),
         ("ingest_feed_year", "kostat_death/2014"),
