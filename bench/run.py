@@ -77,8 +77,8 @@ class Sampler:
                 try:
                     with p.oneshot():
                         rss += p.memory_info().rss
-                        t = p.cpu_times()
-                        self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                        t = p.cpu_times()  # own time only: reaped children are sampled themselves
+                        self.cpu[p.pid] = t.user + t.system
                 except psutil.Error:
                     continue
             self.peak_rss = max(self.peak_rss, rss)
@@ -181,7 +181,7 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
         ("pseudonymize", [py, str(REPO / "jobs" / "pseudonymize.py"), "--build", build]),
         ("link", [py, str(REPO / "jobs" / "link.py"), "--build", build]),
         ("gates", [py, str(REPO / "jobs" / "gates.py"), "--build", build]),
-        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build]),
+        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
     ]
     from kcure.config import load_config
 

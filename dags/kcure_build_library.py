@@ -51,6 +51,8 @@ from airflow.sdk import Param, dag, task
 from kcure.alerts import on_failure
 from kcure.assets import LIBRARY_RELEASE, STAGING_UPDATED
 
+ID_PATTERN = "^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # empty, or kcure.pipeline.BUILD_ID
+
 
 def _fail(exc: BaseException) -> Exception:
     from airflow.sdk.exceptions import AirflowFailException
@@ -74,8 +76,12 @@ def _fail(exc: BaseException) -> Exception:
         "on_failure_callback": on_failure,
     },
     params={
-        "build": Param("", type="string", pattern="^[A-Za-z0-9._-]*$", description="build id; empty: run time"),
-        "release": Param("", type="string", pattern="^[A-Za-z0-9._-]*$", description="release tag; empty: build"),
+        "build": Param(
+            "", type="string", pattern="^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$", description="build id; empty: run time"
+        ),
+        "release": Param(
+            "", type="string", pattern="^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$", description="release tag; empty: build"
+        ),
         "truth": Param("", type="string", description="synthetic _truth/ folder for precision/recall; or empty"),
     },
 )
@@ -105,7 +111,7 @@ def kcure_build_library() -> None:
             s = pipeline.run_spark_stage(cfg, stage, plan["build"], truth=plan.get("truth") or None)
         except secrets.SecretError as exc:
             raise _fail(exc) from None
-        return {k: v for k, v in s.items() if k not in ("report", "checks")}  # small XCom
+        return {k: v for k, v in s.items() if k not in ("report", "checks", "failures")}  # small, key-free XCom
 
     @task
     def pseudonymize(plan: dict[str, str]) -> dict[str, Any]:

@@ -119,15 +119,12 @@ def kcure_ingest() -> None:
     @task(outlets=[STAGING_UPDATED], trigger_rule="all_done")
     def staging_updated(run_id: str | None = None) -> dict[str, Any]:
         """Emit `kcure_staging_updated` once, when every feed-year settled and one was newly staged."""
-        import json
-
         from airflow.sdk.exceptions import AirflowSkipException
 
         from kcure.config import load_config
+        from kcure.ingest.run import read_log
 
-        log = load_config().local_path("reports") / "ingest" / "ingest_log.jsonl"
-        entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
-        mine = [e for e in entries if e["run_id"] == run_id and e["status"] == "staged"]
+        mine = [e for e in read_log(load_config(), run_id) if e["status"] == "staged"]
         staged = sorted(f"{e['feed']}/{e['year']}" for e in mine)
         if not staged:
             raise AirflowSkipException("nothing new was staged: the library build is not triggered")

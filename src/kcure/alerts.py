@@ -2,15 +2,18 @@
 
 ``on_failure`` is the DAGs' ``on_failure_callback``. It writes one message to the task log and one
 JSON line to ``<reports>/alerts.jsonl``, and, when the Airflow connection named in
-``conf/pipeline.yaml`` ``alerts.connection`` exists, POSTs the same JSON to its URL. Messages carry
-the DAG, task, run, try and the exception's message, which the pipeline keeps free of data values;
-notification problems are logged and never mask the task's own failure.
+``conf/pipeline.yaml`` ``alerts.connection`` exists, POSTs a JSON summary to its URL. The log line and the owner-only
+alerts file carry the exception's message (the pipeline's own messages hold no data values); the
+POST, which leaves the closed environment, carries only the DAG, task, run, try, what to do and
+where the log is, never the message. Notification problems are logged and never mask the task's
+own failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
@@ -71,14 +74,17 @@ def on_failure(context: dict[str, Any]) -> None:
         cfg = load_config()
         path = cfg.local_path("reports") / "alerts.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(json.dumps(msg) + "\n")
         conn_id = str((cfg.pipeline.get("alerts") or {}).get("connection") or "")
     except Exception:  # an alert must never raise over the failure it reports
         log.exception("could not record the alert")
         return
     if conn_id:
-        _notify(conn_id, msg)
+        outside = {k: v for k, v in msg.items() if k != "error"}
+        outside["details"] = f"task log, and {path} on the Airflow host"
+        _notify(conn_id, outside)
 
 
 def _notify(conn_id: str, msg: dict[str, Any]) -> None:
@@ -88,7 +94,10 @@ def _notify(conn_id: str, msg: dict[str, Any]) -> None:
         conn = BaseHook.get_connection(conn_id)
     except Exception:
         return  # no channel configured: the log and alerts.jsonl are the channel
-    url = (conn.extra_dejson or {}).get("url") or conn.get_uri()
+    url = (conn.extra_dejson or {}).get("url") or str(conn.host or "")
+    if not url.startswith(("https://", "http://")):
+        log.warning("connection %s has no http(s) URL in extra 'url' or host: not notified", conn_id)
+        return
     try:
         req = urllib.request.Request(
             url, data=json.dumps(msg).encode(), headers={"Content-Type": "application/json"}, method="POST"

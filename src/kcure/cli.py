@@ -43,13 +43,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest_log(args: argparse.Namespace) -> int:
-    import json
-
-    from kcure.ingest.run import FeedYearResult, describe
+    from kcure.ingest.run import FeedYearResult, describe, read_log
 
     cfg = load_config(args.conf)
     log = cfg.local_path("reports") / "ingest" / "ingest_log.jsonl"
-    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+    entries = read_log(cfg)
     if not entries:
         print(f"no ingest run recorded in {log}")
         return 0
@@ -139,7 +137,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(f"release {pub['release']} published in {pub['seconds']:.1f}s: {total:,} rows")
         print(f"release report: {pipeline.report(cfg, args.build, args.release)['report']}")
         return 0
-    except pipeline.StageFailed as exc:
+    except (pipeline.StageFailed, ValueError) as exc:
         print(f"kcure build: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -148,20 +146,20 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from kcure import pipeline
     from kcure import release as rel
 
     cfg = load_config(args.conf)
     try:
-        r = rel.publish(cfg, args.build, args.release, rel.manifest_for(cfg, args.build))
-    except rel.ReleaseError as exc:
+        pub = pipeline.publish(cfg, args.build, args.release)  # refuses unless the build's gates passed
+    except (rel.ReleaseError, pipeline.StageFailed, ValueError) as exc:
         print(f"kcure publish: {exc}", file=sys.stderr)
         return 1
-    print(f"release {r.tag} published from build {r.build} at {r.created_at:%Y-%m-%d %H:%M:%S} UTC")
-    for name, n in r.manifest["row_counts"].items():
+    print(f"release {pub['release']} published from build {pub['build']} in {pub['seconds']:.1f}s")
+    for name, n in pub["row_counts"].items():
         print(f"  {name:<6} {n:>12,} rows")
-    from kcure import report
-
-    print(f"release report: {report.render(cfg, r.tag)}")
+    if not args.no_report:
+        print(f"release report: {pipeline.report(cfg, args.build, args.release)['report']}")
     return 0
 
 
@@ -338,9 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--release", help="after linking, run the release gates and publish this release tag")
     b.set_defaults(func=_cmd_build)
 
-    pu = sub.add_parser("publish", help="publish a linked build as an immutable release of the library (Iceberg)")
+    pu = sub.add_parser(
+        "publish",
+        help="publish a linked, gated build as an immutable release of the library (Iceberg)",
+        description="Publish linked/<build> as release TAG. Refuses unless the build's gates passed "
+        "(kcure build --release, or jobs/gates.py).",
+    )
     pu.add_argument("--build", required=True)
     pu.add_argument("--release", required=True, help="release tag, for example 2024.1")
+    pu.add_argument("--no-report", action="store_true", help="do not render the HTML release report")
     pu.set_defaults(func=_cmd_publish)
 
     rl = sub.add_parser("releases", help="list releases, or show one release's manifest")

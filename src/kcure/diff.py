@@ -112,6 +112,8 @@ def _manifest_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
+    import duckdb
+
     cat = rel.catalog(cfg)
     ra, rb = rel.resolve(cat, tag_a), rel.resolve(cat, tag_b)
     con = rel.connect(cfg, ra, cat, schema="a")
@@ -121,21 +123,28 @@ def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
     for name in names:
         sa, sb = _schema(cat, name, ra), _schema(cat, name, rb)
         changes = []
+        if sa is None and sb is None:
+            continue  # configured, but in neither release
         if sa is not None and sb is not None:
             changes += [f"+ {c} {t}" for c, t in sb.items() if c not in sa]
             changes += [f"- {c} {t}" for c, t in sa.items() if c not in sb]
             changes += [f"~ {c} {sa[c]} -> {sb[c]}" for c in sa if c in sb and sa[c] != sb[c]]
         elif sa is None:
             changes.append("table added")
-        elif sb is None:
+        else:
             changes.append("table removed")
         rows = (ra.manifest["row_counts"].get(name), rb.manifest["row_counts"].get(name))
         years: dict[str, list[int]] = {}
         for side, (schema, present) in enumerate((("a", sa is not None), ("b", sb is not None))):
             if not present:
                 continue
-            for y, n in con.sql(_year_sql(cfg.library["tables"], schema, name)).fetchall():
-                years.setdefault(y if y is not None else "unknown", [0, 0])[side] = int(n)
+            try:
+                counted = con.sql(_year_sql(cfg.library["tables"], schema, name)).fetchall()
+            except duckdb.Error:  # the configured year column is not in that release: count the table whole
+                counted = con.sql(f"SELECT 'unknown', count(*) FROM \"{schema}\".{name}").fetchall()
+            for y, n in counted:
+                key = y if y is not None else "unknown"
+                years.setdefault(key, [0, 0])[side] += int(n)
         by_year = {y: (v[0], v[1]) for y, v in sorted(years.items()) if v[0] != v[1]}
         tables.append(TableDiff(name, rows, changes, by_year))
     return ReleaseDiff(ra.tag, rb.tag, tables, _manifest_changes(ra.manifest, rb.manifest))

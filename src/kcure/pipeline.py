@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,17 @@ if TYPE_CHECKING:
 SPARK_STAGES = ("pseudonymize", "link", "gates")
 #: which secrets each Spark stage may read: link and gates never see the linkage secret
 STAGE_SECRETS = {"pseudonymize": ("linkage", "library"), "link": ("library",), "gates": ()}
+
+
+BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STAGES = (*SPARK_STAGES, "publish", "report")
+
+
+def check_id(value: str, what: str = "build id") -> str:
+    """Build ids and release tags name folders and Iceberg tags: letters, digits, '.', '_', '-'."""
+    if not BUILD_ID.fullmatch(value or ""):
+        raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
+    return value
 
 
 class StageFailed(RuntimeError):
@@ -83,8 +95,11 @@ def _pseudonymize(spark: SparkSession, cfg: Config, build: str, truth: str | Non
     from kcure.jobs import pseudonymize
 
     keys = {k: secrets.load(k, min_bytes=_min_bytes(cfg)) for k in STAGE_SECRETS["pseudonymize"]}
+    from kcure.release import staged_inputs
+
+    inputs = staged_inputs(cfg)  # what this build reads; the manifest records it, not staging at publish time
     result = pseudonymize.run(spark, cfg, keys, build)
-    return {"feeds": list(result.feeds), "out": str(result.out)}
+    return {"feeds": list(result.feeds), "out": str(result.out), "inputs": inputs}
 
 
 def _link(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
@@ -149,7 +164,9 @@ def run_spark_stage(
     """Run one Spark stage and return its summary (also in ``reports/builds/<build>/<stage>.json``)."""
     if stage not in BODIES:
         raise ValueError(f"unknown Spark stage {stage!r}; stages: {', '.join(SPARK_STAGES)}")
-    summary_path(cfg, build, stage).unlink(missing_ok=True)
+    check_id(build)
+    for later in STAGES[STAGES.index(stage) :]:  # a re-run stage invalidates what came after it
+        summary_path(cfg, build, later).unlink(missing_ok=True)
     if is_cluster(cfg):
         submit(cfg, stage, build, truth=truth)
         return read_summary(cfg, build, stage)
@@ -179,16 +196,22 @@ def package_zip(cfg: Config) -> Path:
     if out.exists() and out.stat().st_mtime >= newest:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=".kcure-py-files-", suffix=".zip")  # concurrent builds
+    with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
         for p in sorted(src.rglob("*.py")):
             z.write(p, Path("kcure") / p.relative_to(src))
-    os.replace(tmp, out)
+    os.replace(name, out)
     return out
 
 
-def spark_submit_command(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> list[str]:
-    """The spark-submit command line for a stage. It carries no secret and no data value."""
+def spark_submit_command(
+    cfg: Config, stage: str, build: str, properties: Path, *, truth: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The spark-submit command line for a stage, and the Spark properties to write to ``properties``.
+
+    Spark settings go in an owner-only properties file, not on the command line, where ``ps`` shows
+    them (some, such as object-store keys, are credentials). The command holds no secret.
+    """
     from pyspark.find_spark_home import _find_spark_home
 
     from kcure.spark import session_conf
@@ -207,28 +230,44 @@ def spark_submit_command(cfg: Config, stage: str, build: str, *, truth: str | No
         str(package_zip(cfg)),
         "--files",
         ",".join(str(cfg.conf_dir / name) for name in sorted(cfg.raw)),
+        "--properties-file",
+        str(properties),
     ]
     conf = session_conf(spark_cfg)
     # client mode: the driver runs here, with this interpreter (the one that has kcure's dependencies)
     conf.setdefault("spark.pyspark.driver.python", sys.executable)
-    for k, v in conf.items():
-        cmd += ["--conf", f"{k}={v}"]
     if deploy_mode == "cluster":  # the driver runs remotely: it reads the shipped configuration
-        cmd += ["--conf", "spark.yarn.appMasterEnv.KCURE_CONF=.", "--conf", "spark.kubernetes.driverEnv.KCURE_CONF=."]
+        conf["spark.yarn.appMasterEnv.KCURE_CONF"] = "."
+        conf["spark.kubernetes.driverEnv.KCURE_CONF"] = "."
     cmd += [str(jobs_dir() / f"{stage}.py"), "--build", build]
     if truth and stage == "link":
         cmd += ["--truth", str(truth)]
-    return cmd
+    return cmd, conf
+
+
+def _properties(conf: dict[str, str]) -> bytes:
+    """Java properties text (backslashes escaped; Spark reads it as ISO-8859-1 escapes otherwise)."""
+    return "".join(f"{k} {str(v).replace(chr(92), chr(92) * 2)}\n" for k, v in conf.items()).encode()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> None:
     """Run a stage with spark-submit against the configured cluster; its log goes to the build's reports."""
     from kcure.gates import expectations_dir
 
-    cmd = spark_submit_command(cfg, stage, build, truth=truth)
     log = summary_path(cfg, build, stage).with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in secrets.NAMES.values()}
+    # nothing secret-bearing passes through: the stage gets back only the files of its own secrets
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("KCURE_") and "SECRET" in k) and not k.startswith("AIRFLOW_CONN_KCURE_")
+    }
     env.update(
         {
             "KCURE_HOME": str(cfg.home),
@@ -241,24 +280,24 @@ def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> 
             "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
         }
     )
-    secret_dir = Path(tempfile.mkdtemp(prefix="kcure-secrets-"))  # 0700
+    shm = Path("/dev/shm")  # memory-backed where available: nothing reaches a disk
+    secret_dir = Path(tempfile.mkdtemp(prefix="kcure-secrets-", dir=shm if shm.is_dir() else None))  # 0700
     try:
+        cmd, conf = spark_submit_command(cfg, stage, build, secret_dir / "spark.properties", truth=truth)
+        _write_private(secret_dir / "spark.properties", _properties(conf))
         for kind in STAGE_SECRETS[stage]:
             value = secrets.load(kind, min_bytes=_min_bytes(cfg))
-            path = secret_dir / kind
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(value.raw())
-            env[f"{secrets.NAMES[kind]}_FILE"] = str(path)
-        with log.open("w", encoding="utf-8") as out:
+            _write_private(secret_dir / kind, value.raw())
+            env[f"{secrets.NAMES[kind]}_FILE"] = str(secret_dir / kind)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
             proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     finally:
         shutil.rmtree(secret_dir, ignore_errors=True)
-    if proc.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+    if proc.returncode != 0:  # the log may quote Spark errors: point to it (owner-only), never copy it
         raise StageFailed(
             f"{stage} of build {build} failed on {cfg.spark['master']} (exit {proc.returncode}); "
-            f"log: {log}\n" + "\n".join(tail)
+            f"see the spark-submit log {log}"
         )
 
 
@@ -269,6 +308,8 @@ def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
     """Publish the build as ``tag`` if, and only if, its gates passed."""
     from kcure import release as rel
 
+    check_id(build)
+    check_id(tag, "release tag")
     gates = read_summary(cfg, build, "gates")
     if not gates.get("success"):
         raise StageFailed(

@@ -175,12 +175,12 @@ def _evolve(table: Table, spec: dict[str, Any]) -> Table:
 
     Earlier snapshots keep their own schema, so older releases read back exactly as published.
     """
-    have = [(f.name, str(f.field_type)) for f in table.schema().fields]
-    if have == [(c["name"], c["type"]) for c in spec["columns"]]:
+    have = {f.name: str(f.field_type) for f in table.schema().fields}
+    if have == {c["name"]: c["type"] for c in spec["columns"]}:
         return table
     wanted = table_schema(spec)
     with table.update_schema(allow_incompatible_changes=True) as update:
-        for name, _ in have:
+        for name in have:
             if name not in wanted.names:
                 update.delete_column(name)
         update.union_by_name(wanted)
@@ -220,11 +220,33 @@ def query(cfg: Config, sql: str, tag: str | None = None) -> Any:
     return connect(cfg, resolve(cat, tag), cat).sql(sql)
 
 
+def staged_inputs(cfg: Config) -> list[dict[str, Any]]:
+    """The live staged version of every feed-year: what a build starting now reads."""
+    from kcure.ingest.staging import Staging
+
+    staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
+    inputs = []
+    for cur in sorted(staging.root.glob("*/*/CURRENT")):
+        v = staging.current(cur.parent.parent.name, int(cur.parent.name))
+        if v is not None:
+            inputs.append(
+                {
+                    "feed": v.feed,
+                    "year": v.year,
+                    "delivery": v.delivery,
+                    "version": v.version,
+                    "files": v.files,
+                    "delivered_rows": v.delivered_rows,
+                    "staged_rows": v.staged_rows,
+                    "quarantined_rows": v.quarantined_rows,
+                }
+            )
+    return inputs
+
+
 def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
     """What a release records besides its tables: code, configuration, inputs, linkage, dictionary."""
     import subprocess
-
-    from kcure.ingest.staging import Staging
 
     try:
         sha = subprocess.run(
@@ -236,22 +258,9 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         sha = "unknown"
-    staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
-    inputs = []
-    for cur in sorted(staging.root.glob("*/*/CURRENT")):
-        v = staging.current(cur.parent.parent.name, int(cur.parent.name))
-        if v is not None:
-            inputs.append(
-                {
-                    "feed": v.feed,
-                    "year": v.year,
-                    "delivery": v.delivery,
-                    "files": v.files,
-                    "delivered_rows": v.delivered_rows,
-                    "staged_rows": v.staged_rows,
-                    "quarantined_rows": v.quarantined_rows,
-                }
-            )
+    pseudo = cfg.local_path("reports") / "builds" / build / "pseudonymize.json"
+    recorded = json.loads(pseudo.read_text(encoding="utf-8")).get("inputs") if pseudo.exists() else None
+    inputs = recorded if recorded is not None else staged_inputs(cfg)
     build_dir = cfg.local_path("linked") / build
 
     def _load(name: str) -> Any:

@@ -9,8 +9,9 @@ them against the release:
 * the distribution of k-anonymity equivalence-class sizes, with the recoding costs;
 * the gates, the inputs, the row counts, and links to the Great Expectations Data Docs.
 
-Counts in the year-by-site grid that are below the release's k are masked, as in any published
-aggregate; the marginal plots show exact counts. No row-level value appears on the page.
+Counts below the release's k are masked in every cohort plot, as in any published aggregate
+(a masked cell could still be derived by subtraction from its row's total; the page is for the
+review committee inside the closed environment, not for publication). No row-level value appears.
 """
 
 from __future__ import annotations
@@ -131,14 +132,20 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
 
 
-def bar_chart(chart_id: str, title: str, items: Sequence[tuple[str, float]], *, y_label: str) -> str:
-    """Vertical bars; each bar is a ``<g class="mark">`` with ``data-label`` and ``data-value``."""
+def bar_chart(
+    chart_id: str, title: str, items: Sequence[tuple[str, float | None]], *, y_label: str, masked: str = ""
+) -> str:
+    """Vertical bars; each bar is a ``<g class="mark">`` with ``data-label`` and ``data-value``.
+
+    A value of None is a masked count (a small cell): drawn as a stub, labelled ``masked``, with an
+    empty ``data-value``.
+    """
     n = max(len(items), 1)
     slot = 46 if n <= 16 else 30
     left, top, plot_h, bottom = 64, 44, 200, 70
     width = left + slot * n + 20
     height = top + plot_h + bottom
-    peak = max((v for _, v in items), default=0) or 1
+    peak = max((v for _, v in items if v is not None), default=0) or 1
     parts = [
         f'<svg class="plot" id="{E(chart_id)}" role="img" aria-label="{E(title)}" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
@@ -153,15 +160,16 @@ def bar_chart(chart_id: str, title: str, items: Sequence[tuple[str, float]], *, 
         t = peak * tick if peak < 4 else round(peak * tick)
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt(t)}</text>')
     for i, (label, value) in enumerate(items):
-        h = plot_h * value / peak
+        h = plot_h * value / peak if value is not None else 2.0
+        shown = _fmt(value) if value is not None else masked
         x = left + i * slot + 4
         y = top + plot_h - h
         lx = x + (slot - 8) / 2
         parts.append(
-            f'<g class="mark" data-label="{E(label)}" data-value="{value}">'
-            f"<title>{E(label)}: {_fmt(value)}</title>"
+            f'<g class="mark" data-label="{E(label)}" data-value="{"" if value is None else value}">'
+            f"<title>{E(label)}: {E(shown)}</title>"
             f'<rect x="{x}" y="{y:.1f}" width="{slot - 8}" height="{max(h, 0.5):.1f}"/>'
-            f'<text x="{lx:.1f}" y="{y - 4:.1f}" class="val" text-anchor="middle">{_fmt(value)}</text>'
+            f'<text x="{lx:.1f}" y="{y - 4:.1f}" class="val" text-anchor="middle">{E(shown)}</text>'
             f'<text x="{lx:.1f}" y="{top + plot_h + 14}" class="lab" text-anchor="end" '
             f'transform="rotate(-45 {lx:.1f} {top + plot_h + 14})">{E(label)}</text></g>'
         )
@@ -319,13 +327,26 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
     out.append(f"<li>{sum(m['row_counts'].values()):,} rows in {len(m['row_counts'])} tables.</li></ul>")
 
     out.append("<h2>The cohort</h2>")
-    out.append(bar_chart("cohort-by-year", "Registered cancers by diagnosis year", d.by_year, y_label="cancers"))
+
+    def small(n: int) -> float | None:
+        return None if 0 < n < k else float(n)
+
+    out.append(
+        bar_chart(
+            "cohort-by-year",
+            f"Registered cancers by diagnosis year (counts below k={k} masked)",
+            [(y, small(n)) for y, n in d.by_year],
+            y_label="cancers",
+            masked=f"<{k}",
+        )
+    )
     out.append(
         bar_chart(
             "cohort-by-site",
-            "Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block)",
-            [(site_label[s], n) for s, n in d.by_site],
+            f"Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block; below k={k} masked)",
+            [(site_label[s], small(n)) for s, n in d.by_site],
             y_label="cancers",
+            masked=f"<{k}",
         )
     )
     out.append(

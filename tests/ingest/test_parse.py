@@ -66,8 +66,19 @@ def test_dates_become_date_and_bad_dates_are_quarantined_by_kind(cfg) -> None:  
 
 def test_unknown_header_is_rejected_loudly(cfg) -> None:  # type: ignore[no-untyped-def]
     text = "MID,SICK_SNO,SICK_CD,SICK_TY_CD,NEW_COL\nM1,1,C169,1,01\n"
-    with pytest.raises(FormatError, match=r"unknown: \['NEW_COL'\], missing: \['DGSBJT_CD'\]"):
+    with pytest.raises(FormatError, match=r"line 1: .*1 field\(s\) not in the contract.*missing: \['DGSBJT_CD'\]"):
         parse(text.encode("cp949"), cfg.feed("hira_t400"), 1, "part-00000.csv.gz")
+
+
+def test_a_file_without_its_header_is_rejected_without_echoing_its_first_row(cfg) -> None:  # type: ignore[no-untyped-def]
+    feed = cfg.feed("hira_t200")
+    row = "M1,8001011234560,김민준,11100001,01,031,J00,,01,20150302,20150302,,1,1,10000,N,,1\n"
+    with pytest.raises(FormatError) as exc:
+        parse(row.encode("cp949"), feed, 1, "part-00000.csv.gz")
+    message = str(exc.value)
+    assert "header does not match" in message and "part-00000.csv.gz: line 1" in message
+    for value in ("8001011234560", "김민준", "11100001", "M1"):
+        assert value not in message
 
 
 def test_fixed_width_cp949_rows_with_korean_names_parse_by_byte_offsets(cfg) -> None:  # type: ignore[no-untyped-def]

@@ -207,9 +207,11 @@ def parse_csv(data: bytes, feed: Feed, delivery: int, file: str) -> Parsed:
         head, _, _ = text.partition("\n")
         got = head.rstrip("\r").split(feed.delimiter)
         if got != feed.column_names:
+            # a file without its header has a data row here: never echo the fields, only count them
+            unknown = set(got) - set(feed.column_names)
             raise FormatError(
-                f"{file}: header does not match conf/feeds.yaml {feed.name} "
-                f"(unknown: {sorted(set(got) - set(feed.column_names))}, "
+                f"{file}: line 1: header does not match conf/feeds.yaml {feed.name} "
+                f"({len(unknown)} field(s) not in the contract, not shown; "
                 f"missing: {sorted(set(feed.column_names) - set(got))})"
             )
     text, bad_lines = _blank_bad_lines(text, feed, parsed)

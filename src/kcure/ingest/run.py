@@ -98,6 +98,20 @@ def _append_log(path: Path, record: dict[str, Any]) -> None:
         fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def read_log(cfg: Config, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The ingest log's records (of one run), read under the writers' lock: never a half line."""
+    path = cfg.local_path("reports") / "ingest" / "ingest_log.jsonl"
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        try:
+            records = [json.loads(line) for line in fh if line.strip()]
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return [r for r in records if run_id is None or r.get("run_id") == run_id]
+
+
 class Ingestor:
     def __init__(self, cfg: Config, zone: LandingZone, *, run_id: str | None = None, data_docs: bool = True) -> None:
         self.cfg = cfg
@@ -245,31 +259,38 @@ def ingest(
         ing = Ingestor(cfg, zone, run_id=run_id, data_docs=data_docs)
         return [ing.ingest_one(d) for d in found.latest]
     # feed-years are independent: one process each, largest first so the workers finish together
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
     where = landing or cfg.path("landing")
     order = sorted(found.latest, key=lambda d: -sum(f.rows for f in d.manifest.files))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-        done = dict(
-            zip(
-                [d.key for d in order],
-                pool.map(_ingest_one, [(cfg, where, run_id, data_docs, d) for d in order]),
-                strict=True,
-            )
-        )
+    done: dict[str, FeedYearResult] = {}
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        futures = {pool.submit(_ingest_one, (cfg, where, run_id, data_docs, d)): d for d in order}
+        for fut in as_completed(futures):
+            d = futures[fut]
+            try:
+                done[d.key] = fut.result()
+            except Exception as exc:  # a crashed or killed worker fails its feed-year, not the others
+                res = FeedYearResult(d.feed, d.year, d.delivery, "failed", f"worker failed: {type(exc).__name__}")
+                _append_log(
+                    cfg.local_path("reports") / "ingest" / "ingest_log.jsonl", {"run_id": run_id, **asdict(res)}
+                )
+                done[d.key] = res
     return [done[d.key] for d in found.latest]
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """A worker must not outlive a killed ingestion (it would go on and commit a feed-year)."""
     import ctypes
     import signal
     import sys
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
