@@ -47,3 +47,4 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     apps = {"kcure-pseudonymize-bench", "kcure-link-bench", "kcure-gates-bench"}
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
+    assert any(s["work"].startswith("link: ") for s in r["spark_stages"])  # the jobs name their work

@@ -72,6 +72,7 @@ def _expectations(spark: SparkSession, cfg: Config, tables: dict[str, DataFrame]
     runner = GateRunner(docs)
     out = []
     for name, df in tables.items():
+        spark.sparkContext.setJobDescription(f"gates: expectations {name}")
         res = runner.validate(
             f"library/{name}", df, batch=name, params={"window_start_year": lo, "window_end_year": hi}, kind="spark"
         )
@@ -179,6 +180,7 @@ def run(spark: SparkSession, cfg: Config, build: str) -> GateReport:
     build_dir = cfg.local_path("linked") / build
     report = GateReport()
     t0 = time.perf_counter()
+    spark.sparkContext.setJobDescription("gates: k-anonymity")
     privacy = privacy_gate.apply(spark, cfg, build)
     report.seconds["k_anonymity"] = round(time.perf_counter() - t0, 2)
     k = privacy["k"]
@@ -213,6 +215,7 @@ def run(spark: SparkSession, cfg: Config, build: str) -> GateReport:
         ("accounting", lambda: _accounting(cfg, build_dir, tables, privacy)),
     ):
         t0 = time.perf_counter()
+        spark.sparkContext.setJobDescription(f"gates: {phase}")
         report.checks += fn()
         report.seconds[phase] = round(time.perf_counter() - t0, 2)
     (build_dir / "_gates.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

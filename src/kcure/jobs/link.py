@@ -184,6 +184,7 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         )
         df = T.drop_keys(df, keys).persist(StorageLevel.MEMORY_AND_DISK)
         table = by_feed[f]
+        spark.sparkContext.setJobDescription(f"link: {f} -> {table}")  # names the Spark jobs in the UI/event log
         _select_library(df.where("_in_library"), spec).write.mode("overwrite").parquet(str(out / table))
         df.select(
             "_feed", "_year", "_delivery", "_file", "_line", "SN_KEY", "_status", "_dup", "_conflict_drop"
@@ -205,6 +206,7 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         )
         counts[table] = 0
         df.unpersist()
+    spark.sparkContext.setJobDescription("link: linkage report")
     report: list[dict[str, Any]] = []
     for rf in report_frames:
         for row in rf.collect():

@@ -246,6 +246,7 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str
         cols = df.columns
         # pseudonymize_feed selects lineage, keys and payload only, so the key pads do not survive it
         result = pseudonymize_feed(T.with_keys(df, keys), feed, cfg.privacy, cols)
+        spark.sparkContext.setJobDescription(f"pseudonymize: {feed}")  # names the Spark jobs in the UI/event log
         result.write.mode("overwrite").partitionBy("_year").parquet(str(out / feed))
         done.append(feed)
     return PseudonymizeResult(out, done)
