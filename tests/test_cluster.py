@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from kcure import release as rel
-from tests.build_fixture import Published
+from tests.build_fixture import Build, Published
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
@@ -96,7 +96,7 @@ def _checksums(cfg, tag: str) -> dict[str, tuple[int, str]]:  # type: ignore[no-
 
 
 def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # type: ignore[no-untyped-def]
-    standalone, local_release: Published, tmp_path: Path
+    standalone, local_release: Published, built: Build, tmp_path: Path
 ) -> None:
     url, ui = standalone
     home = local_release.cfg.home  # the same staged input as the local release
@@ -136,9 +136,14 @@ def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # ty
     print(f"cluster build: {seconds:.0f}s")
 
     # every Spark stage really ran on the cluster: its driver reported the master, the master ran its app
-    for stage in ("pseudonymize", "link", "gates"):
+    timings = []
+    for stage, local_build in (("pseudonymize", "t1"), ("link", "t1"), ("gates", "r1")):
         summary = json.loads((home / "reports" / "builds" / "c1" / f"{stage}.json").read_text())
         assert summary["master"] == url, stage
+        local = built.home if local_build == "t1" else home
+        local_s = json.loads((local / "reports" / "builds" / local_build / f"{stage}.json").read_text())["seconds"]
+        timings.append(f"{stage} {summary['seconds']:.1f}s (local {local_s:.1f}s)")
+    print("stage wall times on the standalone cluster: " + ", ".join(timings))
     apps = {a["name"] for a in _master_state(ui)["completedapps"]}
     assert {"kcure-pseudonymize-c1", "kcure-link-c1", "kcure-gates-c1"} <= apps
 

@@ -132,7 +132,7 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         )
     )
 
-    report_frames = []
+    report_rows: list[Any] = []
     counts: dict[str, int] = {}
     linked: dict[str, DataFrame] = {}
     for f, df in feeds.items():
@@ -189,8 +189,11 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         df.select(
             "_feed", "_year", "_delivery", "_file", "_line", "SN_KEY", "_status", "_dup", "_conflict_drop"
         ).write.mode("overwrite").parquet(str(out / "_lineage" / f))
-        report_frames.append(
-            df.groupBy("_feed", "_year").agg(
+        # the report is counted while df is still cached: after unpersist it would recompute every join
+        spark.sparkContext.setJobDescription(f"link: {f} report")
+        report_rows += (
+            df.groupBy("_feed", "_year")
+            .agg(
                 F.count(F.lit(1)).alias("staged"),
                 *[
                     F.sum(
@@ -203,14 +206,11 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
                 F.sum(F.when(F.col("_sex_conflict"), 1).otherwise(0)).alias("sex_conflicts_flagged"),
                 F.sum(F.when(F.col("_in_library"), 1).otherwise(0)).alias("in_library"),
             )
+            .collect()
         )
         counts[table] = 0
         df.unpersist()
-    spark.sparkContext.setJobDescription("link: linkage report")
-    report: list[dict[str, Any]] = []
-    for rf in report_frames:
-        for row in rf.collect():
-            report.append({k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()})
+    report = [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in report_rows]
     report.sort(key=lambda r: (r["_feed"], r["_year"]))
     for r in report:
         counts[by_feed[str(r["_feed"])]] += int(r["in_library"])
