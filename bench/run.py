@@ -203,7 +203,7 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
             g = json.loads((home / "reports" / "builds" / build / "gates.json").read_text())
             if not g["success"]:
                 raise SystemExit("the release gates failed in the benchmark: " + "; ".join(g["failures"]))
-            s["phases"] = g.get("seconds", {})
+            s["phases"] = g.get("phases", {})
         out.append(s)
     for s in [*out, floor]:
         s["rows_per_second"] = round(s["rows_in"] / s["seconds"]) if s["seconds"] else None

@@ -124,7 +124,8 @@ def _gates(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> d
     from kcure.jobs import gates
 
     report = gates.run(spark, cfg, build)
-    return {**report.to_dict(), "failures": [c.message() for c in report.failures]}
+    # the gate report's own "seconds" (per phase) is kept as "phases": "seconds" is the stage's wall time
+    return {**report.to_dict(), "phases": dict(report.seconds), "failures": [c.message() for c in report.failures]}
 
 
 BODIES = {"pseudonymize": _pseudonymize, "link": _link, "gates": _gates}

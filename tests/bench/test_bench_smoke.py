@@ -37,6 +37,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert by["pseudonymize"]["rows_in"] == by["ingest"]["rows_out"]
     assert by["pseudonymize"]["peak_rss_mb"] > 250  # the JVM's memory is counted, not only Python's
     assert by["publish"]["rows_out"] == by["gates"]["rows_out"]
+    assert set(by["gates"]["phases"]) == {"k_anonymity", "expectations", "referential_integrity", "accounting"}
     assert r["pipeline"]["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.05)
     assert r["machine"]["cores"] >= 1
     assert len(r["git_sha"]) == 40 or r["git_sha"] == "unknown"
