@@ -50,8 +50,9 @@ from airflow.sdk import Param, dag, task
 
 from kcure.alerts import on_failure
 from kcure.assets import LIBRARY_RELEASE, STAGING_UPDATED
+from kcure.pipeline import BUILD_ID
 
-ID_PATTERN = "^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"  # empty, or kcure.pipeline.BUILD_ID
+ID_PATTERN = f"^({BUILD_ID.pattern})?$"  # empty (the default), or a valid build id / release tag
 
 
 def _fail(exc: BaseException) -> Exception:
@@ -76,12 +77,8 @@ def _fail(exc: BaseException) -> Exception:
         "on_failure_callback": on_failure,
     },
     params={
-        "build": Param(
-            "", type="string", pattern="^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$", description="build id; empty: run time"
-        ),
-        "release": Param(
-            "", type="string", pattern="^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$", description="release tag; empty: build"
-        ),
+        "build": Param("", type="string", pattern=ID_PATTERN, description="build id; empty: run time"),
+        "release": Param("", type="string", pattern=ID_PATTERN, description="release tag; empty: build"),
         "truth": Param("", type="string", description="synthetic _truth/ folder for precision/recall; or empty"),
     },
 )
