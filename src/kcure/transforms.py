@@ -95,11 +95,11 @@ def normalized_name(name: Column) -> Column:
     return F.when(F.length(n) > 0, n)
 
 
-def secondary_message(name: Column, birth: Column, sex: Column) -> Column:
-    """``SK|name|yyyymmdd|sex``; null unless all three are known."""
+def secondary_message(name: Column, birth: Column, sex: Column, *, normalized: bool = False) -> Column:
+    """``SK|name|yyyymmdd|sex``; null unless all three are known (``normalized``: name already is)."""
     from pyspark.sql import functions as F
 
-    n = normalized_name(name)
+    n = name if normalized else normalized_name(name)
     return F.when(
         n.isNotNull() & birth.isNotNull() & sex.isNotNull(),
         F.concat_ws("|", F.lit("SK"), n, F.date_format(birth, "yyyyMMdd"), sex),
@@ -158,10 +158,18 @@ def substitute_key(value: Column, key: str, label: str, chars: int = 20) -> Colu
     return F.when(value.isNotNull(), F.substring(hmac_sha256(F.concat(F.lit(f"{label}|"), value), key), 1, chars))
 
 
-def flag_duplicates(df: DataFrame, columns: list[str]) -> DataFrame:
-    """``_dup`` is true for every exact copy of an earlier row (same columns, later in the delivery)."""
+def flag_duplicates(df: DataFrame, columns: list[str], cluster: str | None = None) -> DataFrame:
+    """``_dup`` is true for every exact copy of an earlier row (same columns, later in the delivery).
+
+    Copies share every column, so it is enough to bring together the rows of one ``cluster`` column
+    (for claims, the statement's MID) and sort them by all columns: the shuffle is keyed on that one
+    column and the output leaves sorted by it, so its runs stay compressible downstream.
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    if cluster is not None:
+        df = df.repartition(cluster)
+        columns = [cluster, *(c for c in columns if c != cluster)]
     w = Window.partitionBy(*columns).orderBy("_year", "_file", "_line")
     return df.withColumn("_dup", F.row_number().over(w) > 1)

@@ -135,3 +135,57 @@ def test_substitute_keys_are_consistent_and_label_separated(spark) -> None:  # t
     assert got[0].mid != got[0].yid
     assert len(got[0].mid) == 20
     assert got[0].mid == KEY.hmac_hex(b"MID|201500001")[:20]
+
+
+@pytest.mark.parametrize("cluster", [None, "MID"])
+def test_flag_duplicates_marks_every_later_exact_copy_only(spark, cluster: str | None) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        # MID, LN, CODE, _year, _file, _line
+        ("m1", 1, "A", 2015, "part-0", 1),
+        ("m1", 1, "A", 2015, "part-0", 2),  # copy of line 1, later: duplicate
+        ("m1", 1, "B", 2015, "part-0", 3),  # differs in one column: kept
+        ("m1", 1, None, 2015, "part-0", 4),
+        ("m1", 1, None, 2016, "part-0", 1),  # a copy with a null, a year later: duplicate
+        ("m2", 1, "A", 2014, "part-1", 9),  # same as m1's but another MID: kept
+        ("m1", 1, "A", 2014, "part-9", 7),  # the earliest copy of m1/1/A: it is the original
+    ]
+    df = spark.createDataFrame(rows, "MID string, LN int, CODE string, _year int, _file string, _line int")
+    got = T.flag_duplicates(df, ["MID", "LN", "CODE"], cluster=cluster)
+    flagged = {(r["_year"], r["_file"], r["_line"]): r["_dup"] for r in got.collect()}
+    assert got.count() == len(rows)
+    assert flagged == {
+        (2015, "part-0", 1): True,
+        (2015, "part-0", 2): True,
+        (2015, "part-0", 3): False,
+        (2015, "part-0", 4): False,
+        (2016, "part-0", 1): True,
+        (2014, "part-1", 9): False,
+        (2014, "part-9", 7): False,
+    }
+
+
+def test_identity_keys_are_hmacs_of_the_normalized_identity(spark) -> None:  # type: ignore[no-untyped-def]
+    from kcure.jobs.pseudonymize import identity_keys
+
+    def h(m: str) -> str:
+        return hmac.new(KEY._value, m.encode(), hashlib.sha256).hexdigest()
+
+    df = spark.createDataFrame(
+        [
+            (" 800101-1234560 ", " 김 민준 ", None, None),  # birth and sex from the RRN
+            ("8001011234568", "kim", dt.date(1981, 2, 3), "2"),  # bad check digit: no LK; own birth and sex
+            ("", "kim", None, None),  # no RRN, so no birth or sex: neither key
+            ("8001011234560", "   ", None, None),  # blank name: LK only
+        ],
+        "RRN string, NAME string, BRTH date, SEX string",
+    )
+    keys = T.key_relation(spark, {"link": KEY})
+    got = T.drop_keys(identity_keys(T.with_keys(df, keys), has_birth_sex=True), keys)
+    assert got.columns == ["RRN", "NAME", "BRTH", "SEX", "RRN_VALID", "LK", "SK"]
+    want = [
+        (True, h("8001011234560"), h("SK|김민준|19800101|1")),
+        (False, None, h("SK|KIM|19810203|2")),
+        (False, None, None),
+        (True, h("8001011234560"), None),
+    ]
+    assert [(r["RRN_VALID"], r["LK"], r["SK"]) for r in got.collect()] == want

@@ -68,18 +68,29 @@ def read_staged(spark: SparkSession, staging: Staging, feed: str) -> DataFrame |
 
 
 def identity_keys(df: DataFrame, has_birth_sex: bool) -> DataFrame:
-    """LK, SK and RRN_VALID from RRN, NAME and (if present) BRTH and SEX. Needs the 'link' key pads."""
+    """LK, SK and RRN_VALID from RRN, NAME and (if present) BRTH and SEX. Needs the 'link' key pads.
+
+    The cleaned RRN, its validity, birth date and sex are columns of their own, one projection each:
+    written as one nested expression, Spark would re-run the RRN's regex for every digit it checks.
+    """
     from pyspark.sql import functions as F
 
-    rrn = T.rrn_digits_only(F.col("RRN"))
-    valid = T.rrn_valid(rrn)
-    birth = F.coalesce(F.col("BRTH"), T.rrn_birth(rrn)) if has_birth_sex else T.rrn_birth(rrn)
-    sex = F.coalesce(F.col("SEX"), T.rrn_sex(rrn)) if has_birth_sex else T.rrn_sex(rrn)
-    sk_msg = T.secondary_message(F.col("NAME"), birth, sex)
+    c = F.col
+    # one projection per step, each reading the columns of the step before
+    df = df.withColumn("_rrn", F.regexp_replace(c("RRN"), r"[^0-9]", "")).withColumn(
+        "_name", F.upper(F.regexp_replace(c("NAME"), r"\s+", ""))
+    )
+    df = df.withColumn("_rrn", F.when(F.length("_rrn") > 0, c("_rrn"))).withColumn(
+        "_name", F.when(F.length("_name") > 0, c("_name"))
+    )
+    birth = F.coalesce(c("BRTH"), T.rrn_birth(c("_rrn"))) if has_birth_sex else T.rrn_birth(c("_rrn"))
+    sex = F.coalesce(c("SEX"), T.rrn_sex(c("_rrn"))) if has_birth_sex else T.rrn_sex(c("_rrn"))
+    df = df.withColumn("RRN_VALID", T.rrn_valid(c("_rrn"))).withColumn("_birth", birth).withColumn("_sex", sex)
+    df = df.withColumn("_sk_msg", T.secondary_message(c("_name"), c("_birth"), c("_sex"), normalized=True))
     return (
-        df.withColumn("RRN_VALID", valid)
-        .withColumn("LK", F.when(valid, T.hmac_sha256(rrn, "link")))
-        .withColumn("SK", F.when(sk_msg.isNotNull(), T.hmac_sha256(sk_msg, "link")))
+        df.withColumn("LK", F.when(c("RRN_VALID"), T.hmac_sha256(c("_rrn"), "link")))
+        .withColumn("SK", F.when(c("_sk_msg").isNotNull(), T.hmac_sha256(c("_sk_msg"), "link")))
+        .drop("_rrn", "_name", "_birth", "_sex", "_sk_msg")
     )
 
 
@@ -224,7 +235,7 @@ def pseudonymize_feed(df: DataFrame, feed: str, privacy: dict[str, Any], cols: l
 
     payload = _payload(feed, privacy)
     # exact duplicates (re-sent records) are only recognizable here, where the whole record is visible
-    df = T.flag_duplicates(df, [c for c in cols if not c.startswith("_")])
+    df = T.flag_duplicates(df, [c for c in cols if not c.startswith("_")], cluster="MID" if "MID" in cols else None)
     if feed in PERSON_FEEDS:
         df = identity_keys(df, has_birth_sex="BRTH" in cols and "SEX" in cols)
         keys = [F.col(k) for k in KEYS]
