@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
 CHILD_FEEDS = ("hira_t300", "hira_t400", "hira_t530")
 STATUSES = ("linked_rrn", "linked_secondary", "linked_via_mid", "out_of_cohort", "unlinked")
+#: per staged record, owner-only: where it came from, whom it was linked to and what became of it
+LINEAGE = (
+    "_feed", "_year", "_delivery", "_file", "_line",
+    "SN_KEY", "_status", "_dup", "_conflict_drop", "_sex_conflict", "_in_library",
+)  # fmt: skip
 
 
 @dataclass
@@ -128,9 +133,14 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         .groupBy("PK")
         .agg(
             F.min("FDX").alias("_first_fdx"),
-            F.mode("SEX").alias("_reg_sex"),
+            F.mode("SEX", deterministic=True).alias("_reg_sex"),
         )
+        .persist(StorageLevel.MEMORY_AND_DISK)
     )
+    # SN_KEY once per person, not once per record: the library's records number ~1,500 per person
+    sn_keys = (
+        T.drop_keys(T.with_keys(cohort, keys).withColumn("SN_KEY", T.hmac_sha256(F.col("PK"), "sn")), keys)
+    ).persist(StorageLevel.MEMORY_AND_DISK)
 
     report_rows: list[Any] = []
     counts: dict[str, int] = {}
@@ -140,23 +150,34 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
             linked[f] = reg.drop("LK_SK")
         elif f in PERSON_FEEDS:
             linked[f] = classify(df, cohort, cohort_map)
-    # children follow their T200 statement
+    for f in list(linked):
+        linked[f] = linked[f].join(sn_keys, "PK", "left")
+    # children follow their T200 statement. One status per MID, chosen deterministically (a linked
+    # status sorts first), and cached: every write below must see the same parents.
+    parents = None
     if "hira_t200" in linked:
         parents = (
             linked["hira_t200"]
-            .select("MID", F.col("_status").alias("_parent"), F.col("PK").alias("_ppk"))
-            .dropDuplicates(["MID"])
+            .groupBy("MID")
+            .agg(F.min(F.struct("_status", "PK", "SN_KEY")).alias("_p"))
+            .select(
+                "MID",
+                F.col("_p._status").alias("_parent"),
+                F.col("_p.PK").alias("_ppk"),
+                F.col("_p.SN_KEY").alias("_psn"),
+            )
+            .persist(StorageLevel.MEMORY_AND_DISK)
         )
         for f in CHILD_FEEDS:
             if f in feeds:
                 c = feeds[f].join(parents, "MID", "left")
-                status = F.when(F.col("_parent").startswith("linked"), "linked_via_mid").otherwise(
-                    F.coalesce(F.col("_parent"), F.lit("unlinked"))
-                )
+                via = F.col("_parent").startswith("linked")
+                status = F.when(via, "linked_via_mid").otherwise(F.coalesce(F.col("_parent"), F.lit("unlinked")))
                 linked[f] = (
                     c.withColumn("_status", status)
-                    .withColumn("PK", F.when(status == "linked_via_mid", F.col("_ppk")))
-                    .drop("_parent", "_ppk")
+                    .withColumn("PK", F.when(via, F.col("_ppk")))
+                    .withColumn("SN_KEY", F.when(via, F.col("_psn")))
+                    .drop("_parent", "_ppk", "_psn")
                 )
 
     for f, df in linked.items():
@@ -177,30 +198,23 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
         else:
             df = df.withColumn("_sex_conflict", F.lit(False))
         df = df.withColumn("_conflict_drop", conflict)
-        in_lib = F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop")
-        df = df.withColumn("_in_library", in_lib)
-        df = T.with_keys(df, keys).withColumn(
-            "SN_KEY", F.when(F.col("PK").isNotNull(), T.hmac_sha256(F.col("PK"), "sn"))
-        )
-        df = T.drop_keys(df, keys).persist(StorageLevel.MEMORY_AND_DISK)
+        df = df.withColumn("_in_library", F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop"))
         table = by_feed[f]
+        # Two writes, each recomputing its own narrow plan: Spark prunes each one's join to the columns
+        # it writes, which costs less than caching every column of a feed. Both see the same rows:
+        # every input is deterministic (the parents and person facts are cached).
         spark.sparkContext.setJobDescription(f"link: {f} -> {table}")  # names the Spark jobs in the UI/event log
         _select_library(df.where("_in_library"), spec).write.mode("overwrite").parquet(str(out / table))
-        df.select(
-            "_feed", "_year", "_delivery", "_file", "_line", "SN_KEY", "_status", "_dup", "_conflict_drop"
-        ).write.mode("overwrite").parquet(str(out / "_lineage" / f))
-        # the report is counted while df is still cached: after unpersist it would recompute every join
+        spark.sparkContext.setJobDescription(f"link: {f} lineage")
+        df.select(*LINEAGE).write.mode("overwrite").parquet(str(out / "_lineage" / f))
         spark.sparkContext.setJobDescription(f"link: {f} report")
+        written = spark.read.parquet(str(out / "_lineage" / f))
+        not_dropped = ~F.col("_dup") & ~F.col("_conflict_drop")
         report_rows += (
-            df.groupBy("_feed", "_year")
+            written.groupBy("_feed", "_year")
             .agg(
                 F.count(F.lit(1)).alias("staged"),
-                *[
-                    F.sum(
-                        F.when((F.col("_status") == s) & ~F.col("_dup") & ~F.col("_conflict_drop"), 1).otherwise(0)
-                    ).alias(s)
-                    for s in STATUSES
-                ],
+                *[F.sum(F.when((F.col("_status") == s) & not_dropped, 1).otherwise(0)).alias(s) for s in STATUSES],
                 F.sum(F.when(F.col("_dup"), 1).otherwise(0)).alias("duplicates_dropped"),
                 F.sum(F.when(~F.col("_dup") & F.col("_conflict_drop"), 1).otherwise(0)).alias("conflicts_dropped"),
                 F.sum(F.when(F.col("_sex_conflict"), 1).otherwise(0)).alias("sex_conflicts_flagged"),
@@ -209,13 +223,13 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
             .collect()
         )
         counts[table] = 0
-        df.unpersist()
     report = [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in report_rows]
     report.sort(key=lambda r: (r["_feed"], r["_year"]))
     for r in report:
         counts[by_feed[str(r["_feed"])]] += int(r["in_library"])
-    pairs.unpersist()
-    cohort.unpersist()
+    for cached in (pairs, cohort, person, sn_keys, parents):
+        if cached is not None:
+            cached.unpersist()
     _restrict(out / "_lineage")  # lineage + staging would map SN_KEY back to a person: owner-only
     write_dictionary(cfg, out)
     (out / "_linkage_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
