@@ -123,7 +123,7 @@ class GateRunner:
         if key not in self._sources:
             name = f"{kind}-{asset}".replace("/", ".")
             sources = self.ctx.data_sources
-            ds = sources.add_pandas(name) if kind == "pandas" else sources.add_spark(name)
+            ds = sources.add_pandas(name) if kind == "pandas" else sources.add_spark(name, persist=False)
             self._sources[key] = ds.add_dataframe_asset(asset.replace("/", ".")).add_batch_definition_whole_dataframe(
                 "whole"
             )

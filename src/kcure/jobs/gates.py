@@ -106,35 +106,36 @@ def _sample(df: DataFrame, expectation: str, column: str | None) -> list[str]:
     return [str(r[0]) for r in rows if r[0] is not None]
 
 
+def _orphans(children: dict[str, DataFrame], key: str, parents: DataFrame) -> dict[str, tuple[int, list[str]]]:
+    """Per child table: how many distinct ``key`` values are missing from ``parents``, and a few of them.
+
+    One Spark job for all the tables: their distinct keys are unioned, tagged with the table's name,
+    and anti-joined with the parents' keys once.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    tagged = [df.select(F.lit(name).alias("_table"), F.col(key)).distinct() for name, df in children.items()]
+    union = reduce(lambda a, b: a.unionByName(b), tagged)
+    missing = union.join(parents.select(key).distinct(), key, "left_anti")
+    rows = (
+        missing.groupBy("_table")
+        .agg(F.count(F.lit(1)).alias("n"), F.slice(F.sort_array(F.collect_list(key)), 1, SAMPLE).alias("sample"))
+        .collect()
+    )
+    found = {r["_table"]: (int(r["n"]), [str(k) for k in r["sample"]]) for r in rows}
+    return {name: found.get(name, (0, [])) for name in children}
+
+
 def _integrity(tables: dict[str, DataFrame]) -> list[Check]:
     out = []
-    persons = tables["RGST"].select("SN_KEY").distinct()
-    for name, df in tables.items():
-        if name != "RGST" and "SN_KEY" in df.columns:
-            orphans = df.select("SN_KEY").distinct().join(persons, "SN_KEY", "left_anti")
-            n = orphans.count()
-            out.append(
-                Check(
-                    name,
-                    "every SN_KEY is in RGST",
-                    n == 0,
-                    f"{n} SN_KEY values not in RGST",
-                    [r[0] for r in orphans.limit(SAMPLE).collect()],
-                )
-            )
-    claims = tables["T200"].select("MID").distinct()
-    for name in ("T300", "T400", "T530"):
-        orphans = tables[name].select("MID").distinct().join(claims, "MID", "left_anti")
-        n = orphans.count()
-        out.append(
-            Check(
-                name,
-                "every MID is in T200",
-                n == 0,
-                f"{n} MID values not in T200",
-                [r[0] for r in orphans.limit(SAMPLE).collect()],
-            )
-        )
+    people = {n: df for n, df in tables.items() if n != "RGST" and "SN_KEY" in df.columns}
+    for name, (n, sample) in _orphans(people, "SN_KEY", tables["RGST"]).items():
+        out.append(Check(name, "every SN_KEY is in RGST", n == 0, f"{n} SN_KEY values not in RGST", sample))
+    claims = {n: tables[n] for n in ("T300", "T400", "T530")}
+    for name, (n, sample) in _orphans(claims, "MID", tables["T200"]).items():
+        out.append(Check(name, "every MID is in T200", n == 0, f"{n} MID values not in T200", sample))
     return out
 
 
