@@ -15,6 +15,7 @@ Accounting per feed and year: staged = in library + out of cohort + unlinked + d
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
 CHILD_FEEDS = ("hira_t300", "hira_t400", "hira_t530")
 STATUSES = ("linked_rrn", "linked_secondary", "linked_via_mid", "out_of_cohort", "unlinked")
+#: where the privacy step keeps link's version of each table it replaces (see privacy_gate)
+PRE_PRIVACY = "_pre_privacy"
 #: per staged record, owner-only: where it came from, whom it was linked to and what became of it
 LINEAGE = (
     "_feed", "_year", "_delivery", "_file", "_line",
@@ -94,6 +97,8 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
 
     src = cfg.local_path("pseudonymized") / build
     out = cfg.local_path("linked") / build
+    # a new link output: the privacy step's copy of the previous one must not outlive it
+    shutil.rmtree(out / PRE_PRIVACY, ignore_errors=True)
     lo, hi = (int(y) for y in cfg.privacy["window"]["diagnosis_years"])
     rules = cfg.library["conflicts"]
     tables = library_tables(cfg)
@@ -230,7 +235,7 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) ->
     for cached in (pairs, cohort, person, sn_keys, parents):
         if cached is not None:
             cached.unpersist()
-    _restrict(out / "_lineage")  # lineage + staging would map SN_KEY back to a person: owner-only
+    restrict(out / "_lineage")  # lineage + staging would map SN_KEY back to a person: owner-only
     write_dictionary(cfg, out)
     (out / "_linkage_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return LinkResult(out, counts, report)
@@ -283,7 +288,8 @@ def describe(report: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _restrict(path: Path) -> None:
+def restrict(path: Path) -> None:
+    """Owner-only: the directory tree and every file in it."""
     import os
 
     for root, _dirs, files in os.walk(path):

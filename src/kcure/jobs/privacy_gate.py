@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kcure import privacy as P
 from kcure.config import Config
+from kcure.jobs.link import PRE_PRIVACY, restrict
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,11 +45,48 @@ def person_qis(rgst: DataFrame, bfc: DataFrame) -> DataFrame:
     )
 
 
-def _replace_dir(spark: SparkSession, df: DataFrame, target: Path) -> None:
+def _source(out: Path, name: str) -> Path:
+    """Link's version of a table: the kept copy when an earlier run of this step replaced it.
+
+    Running the gates again on a build (an Airflow retry, a rerun by hand) must start from the link
+    output, not recode what this step already recoded.
+    """
+    kept = out / PRE_PRIVACY / name
+    return kept if kept.exists() else out / name
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; whatever was there is moved aside first and deleted after."""
+    aside = target.with_name(target.name + ".privacy-old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if target.exists():
+        target.rename(aside)
+    new.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _replace_dir(spark: SparkSession, df: DataFrame, out: Path, name: str) -> None:
+    """Write ``df`` as table ``name``; link's version is kept (owner-only) the first time.
+
+    Safe to interrupt anywhere: the next run reads link's version from wherever it is.
+    """
+    target = out / name
     tmp = target.with_name(target.name + ".privacy-tmp")
     df.write.mode("overwrite").parquet(str(tmp))
-    shutil.rmtree(target)
-    tmp.rename(target)
+    kept = out / PRE_PRIVACY / name
+    if not kept.exists():
+        kept.parent.mkdir(mode=0o700, exist_ok=True)
+        target.rename(kept)
+        restrict(kept.parent)
+    _swap_in(tmp, target)
+
+
+def _restore(out: Path, names: list[str]) -> None:
+    """Tables an earlier run replaced and this one leaves alone go back to link's version."""
+    for name in names:
+        kept = out / PRE_PRIVACY / name
+        if kept.exists():
+            _swap_in(kept, out / name)
 
 
 def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
@@ -58,7 +96,7 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
     conf = cfg.privacy
     k = int(conf["k_anonymity"]["k"])
     steps = list(conf.get("recoding", []))
-    tables = {n: spark.read.parquet(str(out / n)) for n in cfg.library["tables"]}
+    tables = {n: spark.read.parquet(str(_source(out, n))) for n in cfg.library["tables"]}
     pdf: Any = person_qis(tables["RGST"], tables["BFC"]).toPandas()
     people = pdf.set_index("SN_KEY")
     people["DBYEAR"] = people["DBYEAR"].astype("object")
@@ -89,6 +127,7 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
             f"{len(result.dropped)} people stay in classes smaller than k={k} after recoding, "
             "and drop_last_resort is false"
         )
+        _restore(out, list(tables))
         (out / "_privacy.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
         return metrics
     changed = result.table.copy()
@@ -151,9 +190,12 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
         counts = {name: tables[name].count() for name in new}  # before any table is replaced
         for name, df in new.items():
             before_rows = counts[name]
-            _replace_dir(spark, df.select(*tables[name].columns), out / name)
+            _replace_dir(spark, df.select(*tables[name].columns), out, name)
             after_rows = spark.read.parquet(str(out / name)).count()
             metrics["rows_dropped"][name] = before_rows - after_rows
+        _restore(out, [n for n in tables if n not in new])
+    else:
+        _restore(out, list(tables))
     metrics["success"] = True
     (out / "_privacy.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
     return metrics
