@@ -114,14 +114,23 @@ def _orphans(children: dict[str, DataFrame], key: str, parents: DataFrame) -> di
     """
     from functools import reduce
 
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    if not children:
+        return {}
     tagged = [df.select(F.lit(name).alias("_table"), F.col(key)).distinct() for name, df in children.items()]
     union = reduce(lambda a, b: a.unionByName(b), tagged)
     missing = union.join(parents.select(key).distinct(), key, "left_anti")
+    # the sample: the first few keys per table, numbered by a sort that spills rather than a list that grows
+    first = F.row_number().over(Window.partitionBy("_table").orderBy(F.col(key).asc_nulls_last()))
     rows = (
-        missing.groupBy("_table")
-        .agg(F.count(F.lit(1)).alias("n"), F.slice(F.sort_array(F.collect_list(key)), 1, SAMPLE).alias("sample"))
+        missing.withColumn("_rn", first)
+        .groupBy("_table")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sort_array(F.collect_list(F.when(F.col("_rn") <= SAMPLE, F.col(key)))).alias("sample"),
+        )
         .collect()
     )
     found = {r["_table"]: (int(r["n"]), [str(k) for k in r["sample"]]) for r in rows}
