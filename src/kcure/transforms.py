@@ -49,11 +49,22 @@ def hmac_sha256(message: Column, key: str) -> Column:
     return F.sha2(F.concat(F.col(f"{key}_opad"), inner), 256)
 
 
-def rrn_digits_only(rrn: Column) -> Column:
+def nonblank(text: Column) -> Column:
+    """The text, or null when it is empty."""
     from pyspark.sql import functions as F
 
-    cleaned = F.regexp_replace(rrn, r"[^0-9]", "")
-    return F.when(F.length(cleaned) > 0, cleaned)
+    return F.when(F.length(text) > 0, text)
+
+
+def rrn_digits(rrn: Column) -> Column:
+    """The RRN's digits only ('' when it has none)."""
+    from pyspark.sql import functions as F
+
+    return F.regexp_replace(rrn, r"[^0-9]", "")
+
+
+def rrn_digits_only(rrn: Column) -> Column:
+    return nonblank(rrn_digits(rrn))
 
 
 def rrn_valid(rrn: Column) -> Column:
@@ -88,11 +99,15 @@ def rrn_sex(rrn: Column) -> Column:
     return F.when(g.isin("1", "3", "5", "7", "9"), F.lit("1")).when(g.isin("2", "4", "6", "8", "0"), F.lit("2"))
 
 
-def normalized_name(name: Column) -> Column:
+def squeezed_name(name: Column) -> Column:
+    """The name upper-cased without whitespace ('' when nothing is left)."""
     from pyspark.sql import functions as F
 
-    n = F.upper(F.regexp_replace(name, r"\s+", ""))
-    return F.when(F.length(n) > 0, n)
+    return F.upper(F.regexp_replace(name, r"\s+", ""))
+
+
+def normalized_name(name: Column) -> Column:
+    return nonblank(squeezed_name(name))
 
 
 def secondary_message(name: Column, birth: Column, sex: Column, *, normalized: bool = False) -> Column:

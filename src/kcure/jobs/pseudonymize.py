@@ -76,13 +76,10 @@ def identity_keys(df: DataFrame, has_birth_sex: bool) -> DataFrame:
     from pyspark.sql import functions as F
 
     c = F.col
-    # one projection per step, each reading the columns of the step before
-    df = df.withColumn("_rrn", F.regexp_replace(c("RRN"), r"[^0-9]", "")).withColumn(
-        "_name", F.upper(F.regexp_replace(c("NAME"), r"\s+", ""))
-    )
-    df = df.withColumn("_rrn", F.when(F.length("_rrn") > 0, c("_rrn"))).withColumn(
-        "_name", F.when(F.length("_name") > 0, c("_name"))
-    )
+    # one projection per step, each reading the columns of the step before: the regexes run once, and
+    # rrn_digits_only / normalized_name are completed by nonblank() over the cleaned columns
+    df = df.withColumn("_rrn", T.rrn_digits(c("RRN"))).withColumn("_name", T.squeezed_name(c("NAME")))
+    df = df.withColumn("_rrn", T.nonblank(c("_rrn"))).withColumn("_name", T.nonblank(c("_name")))
     birth = F.coalesce(c("BRTH"), T.rrn_birth(c("_rrn"))) if has_birth_sex else T.rrn_birth(c("_rrn"))
     sex = F.coalesce(c("SEX"), T.rrn_sex(c("_rrn"))) if has_birth_sex else T.rrn_sex(c("_rrn"))
     df = df.withColumn("RRN_VALID", T.rrn_valid(c("_rrn"))).withColumn("_birth", birth).withColumn("_sex", sex)
