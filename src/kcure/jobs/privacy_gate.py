@@ -134,6 +134,7 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
     orig = people.loc[changed.index]
     mask = (changed[QIS].astype(str) != orig[QIS].astype(str)).any(axis=1)
     changes = changed[mask].reset_index().rename(columns={c: f"_new_{c}" for c in QIS})
+    new: dict[str, DataFrame] = {}  # the tables this run replaces
     if len(changes) or result.dropped:
         schema = "SN_KEY string, " + ", ".join(f"_new_{c} string" for c in QIS)
         rows = [
@@ -176,7 +177,7 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
                 for c in tables["BFC"].columns
             ]
         )
-        new = {"RGST": rg, "BFC": bf}
+        new.update(RGST=rg, BFC=bf)
         if result.dropped:
             mids = [r[0] for r in tables["T200"].join(dropped, "SN_KEY", "inner").select("MID").collect()]
             gone_mids = F.broadcast(spark.createDataFrame([(m,) for m in mids], "MID string"))
@@ -193,9 +194,7 @@ def apply(spark: SparkSession, cfg: Config, build: str) -> dict[str, Any]:
             _replace_dir(spark, df.select(*tables[name].columns), out, name)
             after_rows = spark.read.parquet(str(out / name)).count()
             metrics["rows_dropped"][name] = before_rows - after_rows
-        _restore(out, [n for n in tables if n not in new])
-    else:
-        _restore(out, list(tables))
+    _restore(out, [n for n in tables if n not in new])
     metrics["success"] = True
     (out / "_privacy.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
     return metrics
