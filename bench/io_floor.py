@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from kcure.config import load_config
-from kcure.landing import Manifest
+from kcure.core.config import load_config
+from kcure.core.deliveries import Manifest
 
 
 def floor_one(path: Path, feed, out: Path) -> int:  # type: ignore[no-untyped-def]

@@ -185,7 +185,7 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
         ("gates", [py, str(REPO / "jobs" / "gates.py"), "--build", build]),
         ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
     ]
-    from kcure.config import load_config
+    from kcure.core.config import load_config
 
     library = list(load_config().library["tables"])
     out: list[dict[str, Any]] = []
@@ -249,7 +249,7 @@ def slowest_spark_stages(events: Path, top: int = 10) -> list[dict[str, Any]]:
 
 
 def _delivered_rows(landing: Path) -> int:
-    from kcure.landing import Manifest
+    from kcure.core.deliveries import Manifest
 
     rows = 0
     for mpath in sorted(landing.glob("*/*/d*/_MANIFEST.json")):

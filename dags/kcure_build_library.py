@@ -86,22 +86,23 @@ def kcure_build_library() -> None:
     @task
     def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, str]:
         """Fix the build id and the release tag; refuse ones already published."""
-        from kcure import release as rel
-        from kcure.config import load_config
+        from kcure.core import catalog
+        from kcure.core.config import load_config
 
         p = params or {}
         when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or datetime.now()
         build = p.get("build") or when.strftime("%Y%m%d-%H%M%S")
         tag = p.get("release") or build
         cfg = load_config()
-        for r in rel.list_releases(rel.catalog(cfg)):
+        for r in catalog.list_releases(catalog.open_catalog(cfg)):
             if r.build == build or r.tag == tag:
                 raise _fail(ValueError(f"build {build} / release {tag}: already published as {r.tag} from {r.build}"))
         return {"build": build, "release": tag, "truth": p.get("truth") or ""}
 
     def _spark_stage(stage: str, plan: dict[str, str]) -> dict[str, Any]:
-        from kcure import pipeline, secrets
-        from kcure.config import load_config
+        from kcure import pipeline
+        from kcure.core import secrets
+        from kcure.core.config import load_config
 
         cfg = load_config()
         try:
@@ -129,7 +130,7 @@ def kcure_build_library() -> None:
     def publish(plan: dict[str, str]) -> dict[str, Any]:
         """Publish the release only if every gate passed (Iceberg, all or nothing)."""
         from kcure import pipeline
-        from kcure.config import load_config
+        from kcure.core.config import load_config
 
         try:
             return pipeline.publish(load_config(), plan["build"], plan["release"])
@@ -140,7 +141,7 @@ def kcure_build_library() -> None:
     def report(plan: dict[str, str]) -> dict[str, Any]:
         """Write the HTML release report."""
         from kcure import pipeline
-        from kcure.config import load_config
+        from kcure.core.config import load_config
 
         return pipeline.report(load_config(), plan["build"], plan["release"])
 

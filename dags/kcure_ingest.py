@@ -45,7 +45,7 @@ from airflow.sdk import Param, dag, task
 
 from kcure.alerts import on_failure
 from kcure.assets import FEED_ASSETS, STAGED_FEEDS, STAGING_UPDATED
-from kcure.landing import FEEDS
+from kcure.core.deliveries import FEEDS
 
 
 @dag(
@@ -75,8 +75,8 @@ def kcure_ingest() -> None:
         """List the landing zone; one item per (feed, year) with a complete delivery."""
         import logging
 
-        from kcure.config import load_config
-        from kcure.ingest.landing_zone import discover, open_landing
+        from kcure.core.config import load_config
+        from kcure.stages.ingest.discover import discover, open_landing
 
         p = params or {}
         cfg = load_config()
@@ -96,9 +96,9 @@ def kcure_ingest() -> None:
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
-        from kcure.config import load_config
-        from kcure.ingest.landing_zone import discover, open_landing
-        from kcure.ingest.run import Ingestor
+        from kcure.core.config import load_config
+        from kcure.stages.ingest.discover import discover, open_landing
+        from kcure.stages.ingest.ingestor import Ingestor
 
         context = get_current_context()
         context["feed_year"] = f"{feed}/{year}"  # type: ignore[typeddict-unknown-key]
@@ -121,8 +121,8 @@ def kcure_ingest() -> None:
         """Emit `kcure_staging_updated` once, when every feed-year settled and one was newly staged."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from kcure.config import load_config
-        from kcure.ingest.run import read_log
+        from kcure.core.config import load_config
+        from kcure.stages.ingest.ingestor import read_log
 
         mine = [e for e in read_log(load_config(), run_id) if e["status"] == "staged"]
         staged = sorted(f"{e['feed']}/{e['year']}" for e in mine)

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from kcure.config import load_config
+from kcure.core.config import load_config
 
 OUT = Path(__file__).resolve().parents[1] / "expectations" / "library"
 # grain keys: a row of the table is identified by these columns

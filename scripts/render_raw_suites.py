@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from kcure.config import Feed, load_config
+from kcure.core.config import Feed, load_config
 
 OUT = Path(__file__).resolve().parents[1] / "expectations" / "raw"
 DATE_TOLERANCE_DAYS = 366  # dates other than the feed-year's own date may lie a year either side

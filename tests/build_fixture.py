@@ -69,7 +69,7 @@ def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFa
 
 @dataclass
 class Published:
-    cfg: object  # kcure.config.Config with home set to this release's KCURE_HOME
+    cfg: object  # kcure.core.config.Config with home set to this release's KCURE_HOME
     release: object  # kcure.release.Release
 
 
@@ -82,7 +82,7 @@ def local_release(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFac
     import dataclasses
 
     from kcure import pipeline
-    from kcure import release as rel
+    from kcure.core import catalog
 
     home = tmp_path_factory.mktemp("release-home")
     shutil.copytree(built.home / "staging", home / "staging")
@@ -90,4 +90,4 @@ def local_release(spark, built: Build, cfg, tmp_path_factory: pytest.TempPathFac
     c = dataclasses.replace(cfg, home=home)
     assert pipeline.run_spark_stage(c, "gates", "r1", spark=spark)["success"]
     pipeline.publish(c, "r1", "local")
-    return Published(c, rel.resolve(rel.catalog(c), "local"))
+    return Published(c, catalog.resolve(catalog.open_catalog(c), "local"))

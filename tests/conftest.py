@@ -32,7 +32,7 @@ SMALL_PART_ROWS = 20_000  # small enough that the large HIRA feed-years split in
 
 @pytest.fixture(scope="session")
 def cfg():  # type: ignore[no-untyped-def]
-    from kcure.config import load_config
+    from kcure.core.config import load_config
 
     return load_config(REPO / "conf")
 
@@ -50,7 +50,7 @@ def small_landing(tmp_path_factory: pytest.TempPathFactory, cfg) -> Path:  # typ
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local SparkSession for the whole run, tuned for tiny data (1 shuffle partition, no UI)."""
-    from kcure.spark import build_session
+    from kcure.core.spark import build_session
 
     warehouse = tempfile.mkdtemp(prefix="kcure-spark-")
     event_log = Path(_RUN_HOME) / "spark-events"  # scanned by the leak test
@@ -74,7 +74,7 @@ def spark() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The small landing zone ingested from its local folder: (config of that home, results)."""
-    from kcure.ingest.run import ingest
+    from kcure.stages.ingest.ingestor import ingest
 
     home = tmp_path_factory.mktemp("home-local")
     local_cfg = dataclasses.replace(cfg, home=home)

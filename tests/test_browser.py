@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kcure import release as rel
-from kcure.config import load_config
+from kcure.access import query as access
+from kcure.core import catalog
+from kcure.core.config import load_config
 from tests.cdp import Browser
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
@@ -154,7 +155,7 @@ def test_rest_triggered_build_succeeds_and_publishes(airflow: Airflow, build_run
     import dataclasses
 
     cfg = dataclasses.replace(cfg, home=airflow.home)
-    assert rel.resolve(rel.catalog(cfg), "latest").tag == "web1"
+    assert catalog.resolve(catalog.open_catalog(cfg), "latest").tag == "web1"
 
 
 def test_the_ui_shows_the_dags_and_the_successful_run(
@@ -189,7 +190,7 @@ def test_the_release_report_plots_render_in_the_browser(
     import dataclasses
 
     cfg = dataclasses.replace(load_config(airflow.conf), home=airflow.home)
-    release = rel.resolve(rel.catalog(cfg), "web1")
+    release = catalog.resolve(catalog.open_catalog(cfg), "web1")
     page = airflow.home / "reports" / "releases" / "web1" / "index.html"
     browser = Browser(tmp_path / "profile")
     try:
@@ -213,5 +214,5 @@ def test_the_release_report_plots_render_in_the_browser(
         assert p["width"] > 100 and p["height"] > 100, p
         assert p["marks"] > 0 and p["drawn"] == p["marks"], p
     k = release.manifest["privacy"]["k"]
-    years = rel.query(cfg, "select count(*) from RGST group by DBYEAR", "web1").fetchall()
+    years = access.query(cfg, "select count(*) from RGST group by DBYEAR", "web1").fetchall()
     assert by_id["cohort-by-year"]["total"] == sum(n for (n,) in years if n >= k)  # counts below k are masked

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kcure import release as rel
+from kcure.access import query as access
+from kcure.core import catalog
 from tests.build_fixture import Build, Published
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
@@ -82,9 +83,9 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 def _checksums(cfg, tag: str) -> dict[str, tuple[int, str]]:  # type: ignore[no-untyped-def]
     """Per table: rows, and md5 of the table's rows rendered as text and sorted."""
-    cat = rel.catalog(cfg)
-    release = rel.resolve(cat, tag)
-    con = rel.connect(cfg, release, cat)
+    cat = catalog.open_catalog(cfg)
+    release = catalog.resolve(cat, tag)
+    con = access.connect(cfg, release, cat)
     out = {}
     for name in release.snapshots:
         row = f"CAST({name} AS VARCHAR)"  # the whole row as text (DuckDB: a table name is its row struct)

@@ -21,7 +21,7 @@ def test_a_build_without_secrets_fails_once_alerts_the_operator_and_publishes_no
     from airflow.utils.db import initdb
     from airflow.utils.session import create_session
 
-    from kcure import release as rel
+    from kcure.core import catalog
 
     local_cfg, _ = staged_local
     assert Path(os.environ["AIRFLOW_HOME"]).is_relative_to(Path(os.environ["KCURE_HOME"]))
@@ -48,4 +48,4 @@ def test_a_build_without_secrets_fails_once_alerts_the_operator_and_publishes_no
     new = [json.loads(line) for line in alerts.read_text().splitlines()[len(before) :]]
     assert [(a["dag_id"], a["task_id"]) for a in new] == [("kcure_build_library", "pseudonymize")]
     assert "linkage secret is missing" in new[0]["error"] and "KCURE_LINKAGE_SECRET" in new[0]["what_to_do"]
-    assert not [r for r in rel.list_releases(rel.catalog(local_cfg)) if r.build == "nosecret"]
+    assert not [r for r in catalog.list_releases(catalog.open_catalog(local_cfg)) if r.build == "nosecret"]

@@ -58,7 +58,7 @@ def message(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def on_failure(context: dict[str, Any]) -> None:
-    from kcure.config import load_config
+    from kcure.core.config import load_config
 
     msg = message(context)
     log.error(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, AssetAlias
 
-from kcure.landing import FEEDS
+from kcure.core.deliveries import FEEDS
 
 #: one Asset per feed, emitted (through the alias) by each mapped ingest task that staged something
 STAGED_FEEDS = AssetAlias("kcure_staged_feeds")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kcure.config import ConfigError, load_config
+from kcure.core.config import ConfigError, load_config
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_ingest(args: argparse.Namespace) -> int:
     import logging
 
-    from kcure.ingest.run import describe, ingest
+    from kcure.stages.ingest.ingestor import describe, ingest
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.conf)
@@ -43,7 +43,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest_log(args: argparse.Namespace) -> int:
-    from kcure.ingest.run import FeedYearResult, describe, read_log
+    from kcure.stages.ingest.ingestor import FeedYearResult, describe, read_log
 
     cfg = load_config(args.conf)
     log = cfg.local_path("reports") / "ingest" / "ingest_log.jsonl"
@@ -74,7 +74,7 @@ def _cmd_ingest_log(args: argparse.Namespace) -> int:
 
 
 def _cmd_purge(args: argparse.Namespace) -> int:
-    from kcure.ingest.staging import Staging
+    from kcure.core.staging import Staging
 
     cfg = load_config(args.conf)
     days = args.days if args.days is not None else float(cfg.pipeline["staging"]["retention_days"])
@@ -84,9 +84,9 @@ def _cmd_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from kcure import pipeline, secrets
-    from kcure import release as rel
-    from kcure.jobs import link
+    from kcure import pipeline
+    from kcure.core import catalog, secrets
+    from kcure.stages.link import linker as link
 
     cfg = load_config(args.conf)
     try:
@@ -95,7 +95,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     except secrets.SecretError as exc:
         print(f"kcure build: {exc}", file=sys.stderr)
         return 2
-    published = [r.tag for r in rel.list_releases(rel.catalog(cfg)) if r.build == args.build]
+    published = [r.tag for r in catalog.list_releases(catalog.open_catalog(cfg)) if r.build == args.build]
     if published:
         print(
             f"kcure build: build {args.build} is published as release {published[0]}; its files are immutable. "
@@ -105,7 +105,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         return 2
     spark = None
     if not pipeline.is_cluster(cfg):  # local mode: one session for every stage
-        from kcure.spark import build_session
+        from kcure.core.spark import build_session
 
         spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
     else:
@@ -147,12 +147,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_publish(args: argparse.Namespace) -> int:
     from kcure import pipeline
-    from kcure import release as rel
+    from kcure.core import catalog
 
     cfg = load_config(args.conf)
     try:
         pub = pipeline.publish(cfg, args.build, args.release)  # refuses unless the build's gates passed
-    except (rel.ReleaseError, pipeline.StageFailed, ValueError) as exc:
+    except (catalog.ReleaseError, pipeline.StageFailed, ValueError) as exc:
         print(f"kcure publish: {exc}", file=sys.stderr)
         return 1
     print(f"release {pub['release']} published from build {pub['build']} in {pub['seconds']:.1f}s")
@@ -164,13 +164,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from kcure import release as rel
-    from kcure import report
+    from kcure.access import report
+    from kcure.core import catalog
 
     cfg = load_config(args.conf)
     try:
         path = report.render(cfg, args.release)
-    except rel.ReleaseError as exc:
+    except catalog.ReleaseError as exc:
         print(f"kcure report: {exc}", file=sys.stderr)
         return 1
     print(f"release report: {path}")
@@ -180,13 +180,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_diff(args: argparse.Namespace) -> int:
     import json
 
-    from kcure import diff as D
-    from kcure import release as rel
+    from kcure.access import diff as D
+    from kcure.core import catalog
 
     cfg = load_config(args.conf)
     try:
         d = D.diff(cfg, args.a, args.b)
-    except rel.ReleaseError as exc:
+    except catalog.ReleaseError as exc:
         print(f"kcure diff: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(d.to_dict(), indent=2) if args.json else D.describe(d))
@@ -196,10 +196,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 def _cmd_releases(args: argparse.Namespace) -> int:
     import json
 
-    from kcure import release as rel
+    from kcure.core import catalog
 
     cfg = load_config(args.conf)
-    cat = rel.catalog(cfg)
+    cat = catalog.open_catalog(cfg)
     words = list(args.show)
     if words and words[0] == "show":
         words = words[1:]
@@ -211,8 +211,8 @@ def _cmd_releases(args: argparse.Namespace) -> int:
         return 2
     if words:
         try:
-            r = rel.resolve(cat, words[0])
-        except rel.ReleaseError as exc:
+            r = catalog.resolve(cat, words[0])
+        except catalog.ReleaseError as exc:
             print(f"kcure releases: {exc}", file=sys.stderr)
             return 1
         m = r.manifest
@@ -240,14 +240,14 @@ def _cmd_releases(args: argparse.Namespace) -> int:
                 f"privacy: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']} "
                 f"after recoding, {p['people_dropped']:,} of {p['people']:,} people dropped"
             )
-        from kcure.report import report_path
+        from kcure.access.report import report_path
 
         html = report_path(cfg, r.tag)
         print(f"report: {html}" if html.exists() else f"report: not rendered yet (kcure report --release {r.tag})")
         if args.json:
             print(json.dumps(m, indent=2, default=str))
         return 0
-    releases = rel.list_releases(cat)
+    releases = catalog.list_releases(cat)
     if not releases:
         print("no releases yet")
         return 0
@@ -264,12 +264,13 @@ def _cmd_releases(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from kcure import release as rel
+    from kcure.access import query as access
+    from kcure.core import catalog
 
     cfg = load_config(args.conf)
     try:
-        result = rel.query(cfg, args.sql, args.release)
-    except rel.ReleaseError as exc:
+        result = access.query(cfg, args.sql, args.release)
+    except catalog.ReleaseError as exc:
         print(f"kcure query: {exc}", file=sys.stderr)
         return 1
     if args.out:

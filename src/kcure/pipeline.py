@@ -27,8 +27,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure import secrets
-from kcure.config import Config, load_config
+from kcure.core import secrets
+from kcure.core.config import REPO, Config, load_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -54,7 +54,7 @@ class StageFailed(RuntimeError):
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return REPO
 
 
 def jobs_dir() -> Path:
@@ -92,7 +92,7 @@ def _min_bytes(cfg: Config) -> int:
 
 
 def _pseudonymize(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
-    from kcure.jobs import pseudonymize
+    from kcure.stages import pseudonymize
 
     keys = {k: secrets.load(k, min_bytes=_min_bytes(cfg)) for k in STAGE_SECRETS["pseudonymize"]}
     from kcure.release import staged_inputs
@@ -103,7 +103,8 @@ def _pseudonymize(spark: SparkSession, cfg: Config, build: str, truth: str | Non
 
 
 def _link(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
-    from kcure.jobs import link, quality
+    from kcure.stages.link import linker as link
+    from kcure.stages.link import truth as quality
 
     key = secrets.load("library", min_bytes=_min_bytes(cfg))
     result = link.run(spark, cfg, key, build)
@@ -121,7 +122,7 @@ def _link(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> di
 
 
 def _gates(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
-    from kcure.jobs import gates
+    from kcure.stages import check as gates
 
     report = gates.run(spark, cfg, build)
     # the gate report's own "seconds" (per phase) is kept as "phases": "seconds" is the stage's wall time
@@ -135,7 +136,7 @@ def job_main(stage: str, argv: list[str] | None = None) -> int:
     """The entry point of ``jobs/<stage>.py`` under spark-submit (or ``python jobs/<stage>.py``)."""
     import argparse
 
-    from kcure.spark import build_session
+    from kcure.core.spark import build_session
 
     ap = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"the {stage} stage of a library build")
     ap.add_argument("--build", required=True, help="build id, for example 2024.1")
@@ -171,7 +172,7 @@ def run_spark_stage(
     if is_cluster(cfg):
         submit(cfg, stage, build, truth=truth)
         return read_summary(cfg, build, stage)
-    from kcure.spark import build_session
+    from kcure.core.spark import build_session
 
     for kind in STAGE_SECRETS[stage]:
         secrets.load(kind, min_bytes=_min_bytes(cfg))
@@ -215,7 +216,7 @@ def spark_submit_command(
     """
     from pyspark.find_spark_home import _find_spark_home
 
-    from kcure.spark import session_conf
+    from kcure.core.spark import session_conf
 
     spark_cfg = cfg.spark
     deploy_mode = str(spark_cfg.get("deploy_mode", "client"))
@@ -259,7 +260,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> None:
     """Run a stage with spark-submit against the configured cluster; its log goes to the build's reports."""
-    from kcure.gates import expectations_dir
+    from kcure.core.suites import expectations_dir
 
     log = summary_path(cfg, build, stage).with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +308,7 @@ def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> 
 
 def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
     """Publish the build as ``tag`` if, and only if, its gates passed."""
-    from kcure import release as rel
+    from kcure.stages import publish as publishing
 
     check_id(build)
     check_id(tag, "release tag")
@@ -318,7 +319,7 @@ def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
             + "\n".join(gates.get("failures") or [])
         )
     t0 = time.perf_counter()
-    r = rel.publish(cfg, build, tag, rel.manifest_for(cfg, build))
+    r = publishing.publish(cfg, build, tag, publishing.manifest_for(cfg, build))
     summary = {
         "release": r.tag,
         "build": r.build,
@@ -331,7 +332,7 @@ def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
 
 
 def report(cfg: Config, build: str, tag: str) -> dict[str, Any]:
-    from kcure.report import render
+    from kcure.access.report import render
 
     summary = {"release": tag, "report": str(render(cfg, tag))}
     _write_summary(cfg, build, "report", summary)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from kcure.config import Feed
-from kcure.landing import Manifest
+from kcure.core.config import Feed
+from kcure.core.deliveries import Manifest
 
 
 @dataclass

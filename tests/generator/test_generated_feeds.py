@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from kcure import rrn
+from kcure.core import rrn
 from tests.generator import delivered as dv
 
 pytestmark = pytest.mark.slow

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from kcure.ingest.staging import Staging
+from kcure.core.staging import Staging
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_d002_replaces_d001_atomically(small_landing: Path, cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from kcure.ingest.run import ingest
+    from kcure.stages.ingest.ingestor import ingest
 
     landing = tmp_path / "landing"
     shutil.copytree(small_landing / "hira_t200" / "2016" / "d001", landing / "hira_t200" / "2016" / "d001")

@@ -40,8 +40,8 @@ def _run(conf: dict):  # type: ignore[no-untyped-def,type-arg]
 
 
 def test_dag_ingests_feed_years_fails_only_the_bad_one_and_emits_assets(airflow_db, small_landing: Path) -> None:  # type: ignore[no-untyped-def]
-    from kcure.config import load_config
-    from kcure.ingest.staging import Staging
+    from kcure.core.config import load_config
+    from kcure.core.staging import Staging
 
     conf = {"feeds": ["hira_t400", "kostat_death"], "years": [2013, 2014], "landing": str(small_landing)}
     state, tis, events = _run(conf)

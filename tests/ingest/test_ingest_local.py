@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from kcure.ingest.staging import Staging
+from kcure.core.staging import Staging
 from tests.generator import delivered as dv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -158,7 +158,7 @@ def test_staging_is_owner_only(staged_local) -> None:  # type: ignore[no-untyped
 
 
 def test_rerun_over_unchanged_deliveries_does_no_work(staged_local, small_landing: Path) -> None:  # type: ignore[no-untyped-def]
-    from kcure.ingest.run import ingest
+    from kcure.stages.ingest.ingestor import ingest
 
     local_cfg, first = staged_local
     failed_part = local_cfg.local_path("staging") / "hira_t400" / "2014"  # re-attempted, so touched

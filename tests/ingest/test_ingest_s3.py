@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kcure.ingest.staging import Staging
+from kcure.core.staging import Staging
 from tests import s3server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,7 +21,7 @@ def test_s3_landing_stages_the_same_content_as_the_local_folder(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    from kcure.ingest.run import ingest
+    from kcure.stages.ingest.ingestor import ingest
 
     local_cfg, local_results = staged_local
     with s3server.moto_server() as endpoint:

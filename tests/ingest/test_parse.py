@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kcure.ingest.parse import FormatError, parse
+from kcure.stages.ingest.parse import FormatError, parse
 
 pytestmark = pytest.mark.unit
 

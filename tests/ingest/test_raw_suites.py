@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kcure.gates import REPO_EXPECTATIONS
-from kcure.landing import FEEDS
+from kcure.core.deliveries import FEEDS
+from kcure.core.suites import REPO_EXPECTATIONS
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +58,7 @@ def test_one_suite_per_feed_covering_columns_required_fields_code_sets_dates_and
 
 
 def test_great_expectations_knows_every_expectation(cfg) -> None:  # type: ignore[no-untyped-def]
-    from kcure.gates import GateRunner
+    from kcure.core.suites import GateRunner
 
     runner = GateRunner()
     for feed in cfg.feeds:
@@ -70,7 +70,7 @@ def test_a_critical_failure_stops_and_a_warning_does_not(cfg) -> None:  # type: 
 
     import pandas as pd
 
-    from kcure.gates import GateRunner
+    from kcure.core.suites import GateRunner
 
     row = {
         "RRN": "8001011234560",

@@ -50,8 +50,8 @@ def test_every_staged_row_is_in_the_library_or_counted(built: Build, staged_loca
         assert r["staged"] == staged[(r["_feed"], r["_year"])]
         assert r["staged"] == sum(r[s] for s in statuses) + r["duplicates_dropped"] + r["conflicts_dropped"], r
         assert r["in_library"] == r["linked_rrn"] + r["linked_secondary"] + r["linked_via_mid"]
-    from kcure.config import load_config
-    from kcure.jobs.link import feed_table
+    from kcure.core.config import load_config
+    from kcure.stages.link.linker import feed_table
 
     by_feed = feed_table(load_config(REPO / "conf"))
     for feed, table in by_feed.items():
@@ -137,7 +137,7 @@ def _sensitive(small_landing: Path) -> tuple[set[str], set[str], list[str]]:
     """Exact tokens (RRNs, phones, MIDs, provider ids, chart numbers), Korean text (names, addresses), secrets."""
     import gzip
 
-    from kcure.secrets import Secret
+    from kcure.core.secrets import Secret
 
     persons = pq.read_table(small_landing / "_truth" / "persons.parquet").to_pylist()
     cancers = pq.read_table(small_landing / "_truth" / "cancers.parquet").to_pylist()

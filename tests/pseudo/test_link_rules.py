@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from kcure.jobs import link
-from kcure.secrets import Secret
+from kcure.core.secrets import Secret
+from kcure.stages.link import linker as link
 
 pytestmark = pytest.mark.spark
 LIB = Secret("library", b"l" * 40)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kcure import secrets
+from kcure.core import secrets
 
 pytestmark = pytest.mark.unit
 

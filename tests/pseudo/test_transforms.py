@@ -10,8 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from kcure import transforms as T
-from kcure.secrets import Secret
+from kcure.core import transforms as T
+from kcure.core.secrets import Secret
 
 pytestmark = pytest.mark.spark
 KEY = Secret("linkage", b"k" * 40)
@@ -46,7 +46,7 @@ def test_rrn_validity_birth_and_sex(spark) -> None:  # type: ignore[no-untyped-d
     got = df.select(
         "r", T.rrn_valid(F.col("r")).alias("v"), T.rrn_birth(F.col("r")).alias("b"), T.rrn_sex(F.col("r")).alias("s")
     )
-    from kcure.rrn import is_valid
+    from kcure.core.rrn import is_valid
 
     want = spark.createDataFrame(
         [
@@ -165,7 +165,7 @@ def test_flag_duplicates_marks_every_later_exact_copy_only(spark, cluster: str |
 
 
 def test_identity_keys_are_hmacs_of_the_normalized_identity(spark) -> None:  # type: ignore[no-untyped-def]
-    from kcure.jobs.pseudonymize import identity_keys
+    from kcure.stages.pseudonymize import identity_keys
 
     def h(m: str) -> str:
         return hmac.new(KEY._value, m.encode(), hashlib.sha256).hexdigest()

@@ -11,8 +11,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from kcure import release as rel
-from kcure.jobs import gates
+from kcure.core import catalog
+from kcure.stages import check as gates
 from tests.build_fixture import Build
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
@@ -44,7 +44,7 @@ def test_gates_pass_on_the_real_build_after_k_anonymity(spark, built: Build, cfg
     assert privacy["min_class_after"] >= 5 > privacy["min_class_before"]
     assert privacy["costs"][0]["step"] == "site_to_block:TCODE3"
     # the recoding reached the released table: every first-diagnosis class now has at least k people
-    from kcure.jobs.privacy_gate import QIS, person_qis
+    from kcure.stages.protect.recode import QIS, person_qis
 
     people = person_qis(spark.read.parquet(str(out / "RGST")), spark.read.parquet(str(out / "BFC"))).toPandas()
     assert people.fillna("*").astype(str).groupby(QIS).size().min() >= 5
@@ -81,12 +81,12 @@ def test_a_class_smaller_than_k_fails_when_dropping_is_not_allowed(spark, built:
     raw = {**cfg.raw, "privacy.yaml": {**cfg.raw["privacy.yaml"], "drop_last_resort": False, "recoding": []}}
     strict = dataclasses.replace(cfg, home=built.home, raw=raw)
     _copy_build(built, "strict")
-    before = [r.tag for r in rel.list_releases(rel.catalog(strict))]
+    before = [r.tag for r in catalog.list_releases(catalog.open_catalog(strict))]
     with pytest.raises(gates.GateFailed) as exc:
         gates.publish_if_clean(spark, strict, "strict", "strict")
     msg = str(exc.value)
     assert "*: k-anonymity (k=5) failed" in msg and "classes smaller than k=5" in msg
-    assert [r.tag for r in rel.list_releases(rel.catalog(strict))] == before
+    assert [r.tag for r in catalog.list_releases(catalog.open_catalog(strict))] == before
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_each_gate_fails_on_bad_input_and_nothing_is_published(
                 pc.if_else(pc.equal(pa.array(range(t.num_rows)), 0), "800101-1234560", t["TX"]),
             ),
         )
-    before = [r.tag for r in rel.list_releases(rel.catalog(home_cfg))]
+    before = [r.tag for r in catalog.list_releases(catalog.open_catalog(home_cfg))]
     with pytest.raises(gates.GateFailed) as exc:
         gates.publish_if_clean(spark, home_cfg, build, f"bad-{case}")
     msg = str(exc.value)
@@ -128,4 +128,4 @@ def test_each_gate_fails_on_bad_input_and_nothing_is_published(
     assert "800101-1234560" not in msg
     if case != "rrn_shaped":
         assert "for example" in msg  # failing rows shown by pseudonymous key
-    assert [r.tag for r in rel.list_releases(rel.catalog(home_cfg))] == before
+    assert [r.tag for r in catalog.list_releases(catalog.open_catalog(home_cfg))] == before

@@ -14,9 +14,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from kcure import cli, report
-from kcure import diff as D
-from kcure import release as rel
+from kcure import cli
+from kcure.access import diff as D
+from kcure.access import query as access
+from kcure.access import report
+from kcure.stages import publish as publishing
 from tests.build_fixture import Published
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
@@ -66,7 +68,7 @@ def two_releases(local_release: Published, cfg):  # type: ignore[no-untyped-def]
     raw = copy.deepcopy(cfg.raw)
     raw["library.yaml"]["tables"]["VCN"]["columns"].append({"name": "VCN_SITE", "type": "string", "meaning": "site"})
     c2 = dataclasses.replace(cfg, home=home, raw=raw)
-    second = rel.publish(c2, "r2", "2025.2", rel.manifest_for(c2, "r2"))
+    second = publishing.publish(c2, "r2", "2025.2", publishing.manifest_for(c2, "r2"))
     return c1, c2, first, second
 
 
@@ -84,7 +86,7 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
 
     def expected(sql: str) -> dict[str, str]:
         """What a plot should say for each label: the count, or '' where it is below k (masked)."""
-        counts = dict(rel.query(c1, sql, "local").fetchall())
+        counts = dict(access.query(c1, sql, "local").fetchall())
         return {str(x): ("" if 0 < n < k else str(float(n))) for x, n in counts.items()}
 
     year = f"select {report.YEAR_SQL}, count(*) from RGST group by 1"
@@ -117,14 +119,14 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
     validations = (path.parent / docs[0]).resolve().parent / "validations" / "library"
     assert {p.name for p in validations.iterdir()} >= set(first.snapshots)
 
-    keys = rel.query(c1, "select SN_KEY from RGST", "local").fetchall()
+    keys = access.query(c1, "select SN_KEY from RGST", "local").fetchall()
     assert not any(k[0] in page for k in keys), "a pseudonymous key leaked into the report"
     assert "<script" not in page  # a static page: nothing to execute in the secure environment
 
 
 def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     c1, c2, first, _ = two_releases
-    removed = rel.query(c1, "select count(*) from DEATH where DREGDATE like '2019%'", "local").fetchall()[0][0]
+    removed = access.query(c1, "select count(*) from DEATH where DREGDATE like '2019%'", "local").fetchall()[0][0]
     assert removed > 0
     d = D.diff(c2, "local", "2025.2")
     t = {x.name: x for x in d.tables}
@@ -137,8 +139,8 @@ def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> 
     assert D.diff(c2, "2025.2", "2025.2").changed is False
 
     # the older release still reads back with its own schema
-    assert "VCN_SITE" not in rel.query(c2, "select * from VCN", "local").columns
-    assert "VCN_SITE" in rel.query(c2, "select * from VCN", "2025.2").columns
+    assert "VCN_SITE" not in access.query(c2, "select * from VCN", "local").columns
+    assert "VCN_SITE" in access.query(c2, "select * from VCN", "2025.2").columns
 
     monkeypatch.setenv("KCURE_HOME", str(c2.home))
     monkeypatch.setenv("KCURE_CONF", str(_conf_dir(c2, c2.home / "conf2")))

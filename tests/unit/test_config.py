@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kcure.config import PATH_NAMES, ConfigError, load_config
+from kcure.core.config import PATH_NAMES, ConfigError, load_config
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

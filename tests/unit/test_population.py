@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kcure import rrn
+from kcure.core import rrn
 from kcure.generator import feeds as fb
 from kcure.generator import population as pop
 from kcure.generator import reference as ref

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kcure import privacy as P
+from kcure.stages.protect import kanon as P
 
 pytestmark = pytest.mark.unit
 QIS = ["SEX", "AGE", "SIDO", "DBYEAR", "TCODE3"]

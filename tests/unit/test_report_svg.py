@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kcure.report import bar_chart, heatmap
+from kcure.access.report import bar_chart, heatmap
 
 pytestmark = pytest.mark.unit
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kcure import rrn
+from kcure.core import rrn
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kcure import rrn as rrnlib
-from kcure.config import Feed
+from kcure.core import rrn as rrnlib
+from kcure.core.config import Feed
 from kcure.generator.text import BAD_BYTE
 
 

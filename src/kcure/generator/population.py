@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kcure import rrn as rrnlib
+from kcure.core import rrn as rrnlib
 from kcure.generator import reference as ref
 
 D = np.datetime64

@@ -18,13 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kcure.config import Config, Feed
+from kcure.core.config import Config, Feed
+from kcure.core.deliveries import FEEDS, Manifest
 from kcure.generator import faults as flt
 from kcure.generator import feeds as fb
 from kcure.generator import population as pop
 from kcure.generator import text
 from kcure.generator.writer import DeliveryWriter
-from kcure.landing import FEEDS, Manifest
 
 K_CURE_PATIENTS = 2_260_000
 FEED_ORDER = FEEDS

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kcure.config import Column, Feed
+from kcure.core.config import Column, Feed
 
 #: stands for one undecodable byte (0xFF) until the text is encoded
 BAD_BYTE = "\ue000"

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kcure.config import Feed
+from kcure.core.config import Feed
+from kcure.core.deliveries import Manifest, ManifestFile, delivery_dir, write_manifest
 from kcure.generator import text
-from kcure.landing import Manifest, ManifestFile, delivery_dir, write_manifest
 
 TRUTH_SCHEMA = pa.schema([("line", pa.int64()), ("person_id", pa.int64()), ("faults", pa.string())])
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure.config import Config
-from kcure.ingest.staging import Staging
+from kcure.core.config import Config
+from kcure.core.staging import Staging
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -66,7 +66,7 @@ class GateFailed(RuntimeError):
 
 
 def _expectations(spark: SparkSession, cfg: Config, tables: dict[str, DataFrame], docs: Path | None) -> list[Check]:
-    from kcure.gates import GateRunner
+    from kcure.core.suites import GateRunner
 
     lo, hi = (int(y) for y in cfg.privacy["window"]["diagnosis_years"])
     runner = GateRunner(docs)
@@ -149,7 +149,7 @@ def _integrity(tables: dict[str, DataFrame]) -> list[Check]:
 
 
 def _accounting(cfg: Config, build_dir: Path, tables: dict[str, DataFrame], privacy: dict[str, Any]) -> list[Check]:
-    from kcure.jobs.link import feed_table
+    from kcure.stages.link.linker import feed_table
 
     report = json.loads((build_dir / "_linkage_report.json").read_text(encoding="utf-8"))
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
@@ -185,7 +185,7 @@ def _accounting(cfg: Config, build_dir: Path, tables: dict[str, DataFrame], priv
 
 
 def run(spark: SparkSession, cfg: Config, build: str) -> GateReport:
-    from kcure.jobs import privacy_gate
+    from kcure.stages.protect import recode as privacy_gate
 
     build_dir = cfg.local_path("linked") / build
     report = GateReport()
@@ -234,9 +234,9 @@ def run(spark: SparkSession, cfg: Config, build: str) -> GateReport:
 
 def publish_if_clean(spark: SparkSession, cfg: Config, build: str, tag: str) -> Any:
     """Run every gate; publish the release only when all pass (raises GateFailed otherwise)."""
-    from kcure import release as rel
+    from kcure.stages import publish as publishing
 
     report = run(spark, cfg, build)
     if not report.success:
         raise GateFailed(report)
-    return rel.publish(cfg, build, tag, rel.manifest_for(cfg, build))
+    return publishing.publish(cfg, build, tag, publishing.manifest_for(cfg, build))

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure import transforms as T
-from kcure.config import Config
-from kcure.ingest.staging import Staging
-from kcure.landing import FEEDS
+from kcure.core import transforms as T
+from kcure.core.config import Config
+from kcure.core.deliveries import FEEDS
+from kcure.core.staging import Staging
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from kcure.secrets import Secret
+    from kcure.core.secrets import Secret
 
 LINEAGE = ["_feed", "_year", "_delivery", "_file", "_line"]
 KEYS = ["LK", "SK", "RRN_VALID"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kcure import release as rel
-from kcure.config import Config
+from kcure.access import query as access
+from kcure.core import catalog
+from kcure.core.config import Config
 
 
 @dataclass
@@ -56,10 +57,10 @@ class ReleaseDiff:
         }
 
 
-def _schema(cat: Any, name: str, release: rel.Release) -> dict[str, str] | None:
+def _schema(cat: Any, name: str, release: catalog.Release) -> dict[str, str] | None:
     if name not in release.snapshots:
         return None
-    table = cat.load_table(f"{rel.NAMESPACE}.{name}")
+    table = cat.load_table(f"{catalog.NAMESPACE}.{name}")
     snap = table.snapshot_by_id(release.snapshots[name])
     schemas = table.schemas()
     schema = schemas.get(snap.schema_id) if snap is not None and snap.schema_id is not None else table.schema()
@@ -114,10 +115,10 @@ def _manifest_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
     import duckdb
 
-    cat = rel.catalog(cfg)
-    ra, rb = rel.resolve(cat, tag_a), rel.resolve(cat, tag_b)
-    con = rel.connect(cfg, ra, cat, schema="a")
-    rel.connect(cfg, rb, cat, con=con, schema="b")
+    cat = catalog.open_catalog(cfg)
+    ra, rb = catalog.resolve(cat, tag_a), catalog.resolve(cat, tag_b)
+    con = access.connect(cfg, ra, cat, schema="a")
+    access.connect(cfg, rb, cat, con=con, schema="b")
     tables = []
     names = list(dict.fromkeys([*cfg.library["tables"], *ra.snapshots, *rb.snapshots]))
     for name in names:

@@ -22,10 +22,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from kcure.config import Config, Feed
-from kcure.ingest.landing_zone import Delivery, LandingZone, discover, open_landing
-from kcure.ingest.parse import QUARANTINE_SCHEMA, FormatError, count_rows, parse
-from kcure.ingest.staging import StagedVersion, Staging, restricted_dir, write_restricted_parquet
+from kcure.core.config import Config, Feed
+from kcure.core.staging import StagedVersion, Staging, restricted_dir, write_restricted_parquet
+from kcure.stages.ingest.discover import Delivery, LandingZone, discover, open_landing
+from kcure.stages.ingest.parse import QUARANTINE_SCHEMA, FormatError, count_rows, parse
 
 log = logging.getLogger("kcure.ingest")
 WINDOW_DAYS = 366
@@ -125,7 +125,7 @@ class Ingestor:
         restricted_dir(cfg.local_path("quarantine"))
 
     def _gate_runner(self, feed: Feed, year: int) -> Any:
-        from kcure.gates import GateRunner
+        from kcure.core.suites import GateRunner
 
         docs = self.reports / "data_docs" / feed.name / str(year) if self.data_docs else None
         return GateRunner(docs)
@@ -140,7 +140,7 @@ class Ingestor:
 
     @staticmethod
     def _gate_merge(runner: Any, feed: Feed, year: int, results: list[Any]) -> dict[str, Any]:
-        from kcure.gates import merge
+        from kcure.core.suites import merge
 
         merged = merge(results, f"raw/{feed.name}", f"{feed.name}/{year}").to_dict()
         index = runner.build_docs()

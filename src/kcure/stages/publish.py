@@ -11,95 +11,30 @@ readable. Re-running a publish finishes what is missing and publishes the releas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from kcure.config import Config
+from kcure.core.catalog import (
+    NAMESPACE,
+    RELEASES_SCHEMA,
+    Release,
+    ReleaseError,
+    _releases_table,
+    list_releases,
+    open_catalog,
+    resolve,
+    table_schema,
+)
+from kcure.core.config import Config
+from kcure.core.staging import staged_inputs
 
 if TYPE_CHECKING:
-    from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table
 
-NAMESPACE = "library"
-RELEASES = f"{NAMESPACE}._releases"
 PROP = "kcure.release"
-ARROW = {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "date": pa.date32()}
-RELEASES_SCHEMA = pa.schema(
-    [
-        ("release", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-        ("build", pa.string()),
-        ("snapshots", pa.string()),
-        ("manifest", pa.string()),
-    ]
-)
-
-
-class ReleaseError(RuntimeError):
-    pass
-
-
-def catalog(cfg: Config) -> SqlCatalog:
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    where = cfg.path("catalog")
-    uri = where if "://" in where else f"sqlite:///{where}"
-    if "://" not in where:
-        Path(where).parent.mkdir(parents=True, exist_ok=True)
-    warehouse = cfg.path("warehouse")
-    if "://" not in warehouse:
-        Path(warehouse).mkdir(parents=True, exist_ok=True)
-        warehouse = Path(warehouse).as_uri()
-    cat = SqlCatalog("kcure", uri=uri, warehouse=warehouse)
-    if (NAMESPACE,) not in cat.list_namespaces():
-        cat.create_namespace_if_not_exists(NAMESPACE)
-    return cat
-
-
-def table_schema(spec: dict[str, Any]) -> pa.Schema:
-    return pa.schema([pa.field(c["name"], ARROW[c["type"]], nullable=True) for c in spec["columns"]])
-
-
-def _releases_table(cat: SqlCatalog) -> Table:
-    if not cat.table_exists(RELEASES):
-        return cat.create_table(RELEASES, schema=RELEASES_SCHEMA)
-    return cat.load_table(RELEASES)
-
-
-@dataclass
-class Release:
-    tag: str
-    created_at: datetime
-    build: str
-    snapshots: dict[str, int]
-    manifest: dict[str, Any]
-
-
-def list_releases(cat: SqlCatalog) -> list[Release]:
-    if not cat.table_exists(RELEASES):
-        return []
-    rows = cat.load_table(RELEASES).scan().to_arrow().to_pylist()
-    out = [
-        Release(r["release"], r["created_at"], r["build"], json.loads(r["snapshots"]), json.loads(r["manifest"]))
-        for r in rows
-    ]
-    return sorted(out, key=lambda r: r.created_at)
-
-
-def resolve(cat: SqlCatalog, tag: str | None) -> Release:
-    releases = list_releases(cat)
-    if not releases:
-        raise ReleaseError("no release has been published yet")
-    if tag in (None, "latest"):
-        return releases[-1]
-    for r in releases:
-        if r.tag == tag:
-            return r
-    raise ReleaseError(f"no release {tag!r}; known: {', '.join(r.tag for r in releases)}")
 
 
 def _data_files(build_dir: Path, table: str) -> list[str]:
@@ -113,7 +48,7 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
     """Publish ``linked/<build>`` as release ``tag``: every table, then the marker row, exactly once."""
     from pyiceberg.expressions import AlwaysTrue
 
-    cat = catalog(cfg)
+    cat = open_catalog(cfg)
     for r in list_releases(cat):
         if r.tag == tag:
             if r.build != build:
@@ -191,57 +126,6 @@ def _rows(table: Table, snapshot_id: int) -> int:
     snap = table.snapshot_by_id(snapshot_id)
     assert snap is not None and snap.summary is not None
     return int(snap.summary.additional_properties.get("total-records", 0))
-
-
-def read_table(cat: SqlCatalog, release: Release, name: str) -> pa.Table:
-    table = cat.load_table(f"{NAMESPACE}.{name}")
-    return table.scan(snapshot_id=release.snapshots[name]).to_arrow()
-
-
-def connect(cfg: Config, release: Release, cat: SqlCatalog | None = None, con: Any = None, schema: str = "main") -> Any:
-    """A DuckDB connection with one view per table of ``release`` (in ``schema``), over exactly the
-    data files of that release's snapshots, read lazily."""
-    import duckdb
-
-    cat = cat or catalog(cfg)
-    con = con or duckdb.connect()
-    if schema != "main":
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    for name, sid in release.snapshots.items():
-        files = [t.file.file_path for t in cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid).plan_files()]
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}])')
-    return con
-
-
-def query(cfg: Config, sql: str, tag: str | None = None) -> Any:
-    """Run SQL in DuckDB over one release's tables, named as in the catalog (RGST, T200, ...)."""
-    cat = catalog(cfg)
-    return connect(cfg, resolve(cat, tag), cat).sql(sql)
-
-
-def staged_inputs(cfg: Config) -> list[dict[str, Any]]:
-    """The live staged version of every feed-year: what a build starting now reads."""
-    from kcure.ingest.staging import Staging
-
-    staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
-    inputs = []
-    for cur in sorted(staging.root.glob("*/*/CURRENT")):
-        v = staging.current(cur.parent.parent.name, int(cur.parent.name))
-        if v is not None:
-            inputs.append(
-                {
-                    "feed": v.feed,
-                    "year": v.year,
-                    "delivery": v.delivery,
-                    "version": v.version,
-                    "files": v.files,
-                    "delivered_rows": v.delivered_rows,
-                    "staged_rows": v.staged_rows,
-                    "quarantined_rows": v.quarantined_rows,
-                }
-            )
-    return inputs
 
 
 def manifest_for(cfg: Config, build: str) -> dict[str, Any]:

@@ -21,10 +21,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from kcure.core.config import Config
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -136,3 +139,25 @@ class Staging:
                     q.unlink(missing_ok=True)
                     removed.append(v)
         return removed
+
+
+def staged_inputs(cfg: Config) -> list[dict[str, Any]]:
+    """The live staged version of every feed-year: what a build starting now reads."""
+    staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
+    inputs = []
+    for cur in sorted(staging.root.glob("*/*/CURRENT")):
+        v = staging.current(cur.parent.parent.name, int(cur.parent.name))
+        if v is not None:
+            inputs.append(
+                {
+                    "feed": v.feed,
+                    "year": v.year,
+                    "delivery": v.delivery,
+                    "version": v.version,
+                    "files": v.files,
+                    "delivered_rows": v.delivered_rows,
+                    "staged_rows": v.staged_rows,
+                    "quarantined_rows": v.quarantined_rows,
+                }
+            )
+    return inputs

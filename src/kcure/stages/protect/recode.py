@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure import privacy as P
-from kcure.config import Config
-from kcure.jobs.link import PRE_PRIVACY, restrict
+from kcure.core.config import Config
+from kcure.stages.link.linker import PRE_PRIVACY, restrict
+from kcure.stages.protect import kanon as P
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

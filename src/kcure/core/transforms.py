@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from kcure.rrn import WEIGHTS
+from kcure.core.rrn import WEIGHTS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from kcure.secrets import Secret
+    from kcure.core.secrets import Secret
 
 
 def key_relation(spark: SparkSession, keys: dict[str, Secret]) -> DataFrame:

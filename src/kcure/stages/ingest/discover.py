@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kcure.landing import MANIFEST, Manifest
+from kcure.core.deliveries import MANIFEST, Manifest
 
 _DELIVERY = re.compile(r"^(?P<feed>[a-z0-9_]+)/(?P<year>\d{4})/d(?P<d>\d{3})/(?P<name>[^/]+)$")
 

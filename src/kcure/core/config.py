@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+#: the source checkout this package runs from (the image names its folders with KCURE_* instead)
+REPO = Path(__file__).resolve().parents[3]
 CONF_FILES = ("feeds.yaml", "pipeline.yaml", "privacy.yaml", "generator.yaml", "library.yaml")
 PATH_NAMES = (
     "landing",
@@ -150,7 +152,7 @@ def default_conf_dir() -> Path:
     env = os.environ.get("KCURE_CONF")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "conf"
+    return REPO / "conf"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kcure import release as rel
-from kcure.config import Config
+from kcure.access import query as access
+from kcure.core import catalog
+from kcure.core.config import Config
 
 # ICD-O-3 topography (3 characters) -> site, for the common sites; others show their code only.
 SITE_NAMES = {
@@ -66,7 +67,7 @@ YEAR_SQL = "coalesce(CAST(DBYEAR AS VARCHAR), 'suppressed')"
 class ReportData:
     """Everything the page shows, computed from the release (kept apart from the HTML for tests)."""
 
-    release: rel.Release
+    release: catalog.Release
     by_year: list[tuple[str, int]]
     by_site: list[tuple[str, int]]
     grid_rows: list[str]
@@ -77,9 +78,9 @@ class ReportData:
 
 
 def collect(cfg: Config, tag: str | None = None) -> ReportData:
-    cat = rel.catalog(cfg)
-    release = rel.resolve(cat, tag)
-    con = rel.connect(cfg, release, cat)
+    cat = catalog.open_catalog(cfg)
+    release = catalog.resolve(cat, tag)
+    con = access.connect(cfg, release, cat)
     rows = con.sql(f"SELECT {YEAR_SQL} AS y, {SITE_SQL} AS s, count(*) AS n FROM RGST GROUP BY ALL").fetchall()
     by_year_d: dict[str, int] = {}
     by_site_d: dict[str, int] = {}

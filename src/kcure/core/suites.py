@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO_EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+from kcure.core.config import REPO
+
+REPO_EXPECTATIONS = REPO / "expectations"
 NO_VALUES = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 
 

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure import transforms as T
-from kcure.config import Config
-from kcure.jobs.pseudonymize import PERSON_FEEDS
+from kcure.core import transforms as T
+from kcure.core.config import Config
+from kcure.stages.pseudonymize import PERSON_FEEDS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from kcure.secrets import Secret
+    from kcure.core.secrets import Secret
 
 SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
 CHILD_FEEDS = ("hira_t300", "hira_t400", "hira_t530")

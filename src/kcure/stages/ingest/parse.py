@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from kcure.config import Column, Feed
+from kcure.core.config import Column, Feed
 
 ARROW_TYPES = {
     "string": pa.string(),

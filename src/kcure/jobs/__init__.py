@@ -1,1 +1,0 @@
-"""Spark jobs of the pipeline: each takes an injected SparkSession."""
