@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py --scaling 0.005 0.01 0.02
 
 Each stage runs as its own process, as an Airflow task would (``kcure ingest``,
-``jobs/pseudonymize.py``, ``jobs/link.py``, ``jobs/gates.py``, ``kcure publish``). A sampler walks
+``jobs/pseudonymize.py``, ``jobs/link.py``, ``jobs/protect.py``, ``jobs/check.py``, ``kcure publish``).
+A sampler walks
 the stage's process tree (the JVM included) every 0.2 s for the peak resident memory of all its
 processes and their CPU seconds. Disk written is the growth of KCURE_HOME. The I/O floor is
 ``bench/io_floor.py`` in the same run: pyarrow reading the same landing files and writing
@@ -39,9 +40,15 @@ SECRETS = {  # throwaway benchmark keys: synthetic data only
 
 
 def du(path: Path) -> int:
+    """Bytes of the files under ``path``, a hard-linked file once (protect links the tables it keeps)."""
     if not path.exists():
         return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    seen: dict[tuple[int, int], int] = {}
+    for f in path.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            st = f.stat()
+            seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
 
 
 def parquet_rows(path: Path, tables: list[str] | None = None) -> int:
@@ -115,6 +122,45 @@ def run_stage(name: str, cmd: list[str], env: dict[str, str], home: Path, log: P
     }
 
 
+SPARK_STAGES = ("pseudonymize", "link", "protect", "check")
+
+
+def _rows_out(stage: str, home: Path, build: str, rows_in: int) -> int:
+    """What a stage wrote: staged rows, pseudonymized rows, or the library tables' rows (not the lineage)."""
+    from kcure.core.config import load_config
+
+    library = list(load_config().library.tables)
+    where = {
+        "ingest": (home / "staging", None),
+        "pseudonymize": (home / "pseudonymized" / build, None),
+        "link": (home / "linked" / build, library),
+        "protect": (home / "protected" / build, library),
+        "check": (home / "protected" / build, library),
+    }
+    if stage not in where:
+        return rows_in
+    path, tables = where[stage]
+    return parquet_rows(path, tables)
+
+
+def _bench_conf(work: Path, events: Path) -> Path:
+    """The repository's configuration, plus Spark event logs for the stage timings."""
+    import yaml
+
+    conf = work / "conf"
+    subprocess.run(["rm", "-rf", str(conf), str(events)], check=True)
+    subprocess.run(["cp", "-r", str(REPO / "conf"), str(conf)], check=True)
+    events.mkdir()
+    pyaml = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
+    spark_conf = pyaml["defaults"]["spark"].setdefault("conf", {}) or {}
+    spark_conf.update(
+        {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
+    )
+    pyaml["defaults"]["spark"]["conf"] = spark_conf
+    (conf / "pipeline.yaml").write_text(yaml.safe_dump(pyaml, sort_keys=False), encoding="utf-8")
+    return conf
+
+
 def bench(scale: float | None, patients: int | None, work: Path, seed: int, reuse: bool) -> dict[str, Any]:
     py = sys.executable
     n = patients if patients is not None else max(1, round(K_CURE_PATIENTS * float(scale or 0)))
@@ -160,47 +206,21 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
     result["floor"] = floor
 
     subprocess.run(["rm", "-rf", str(home)], check=True)
-    # the repository's configuration, plus Spark event logs for the stage timings
-    conf = work / "conf"
-    subprocess.run(["rm", "-rf", str(conf)], check=True)
-    subprocess.run(["cp", "-r", str(REPO / "conf"), str(conf)], check=True)
     events = work / "spark-events"
-    subprocess.run(["rm", "-rf", str(events)], check=True)
-    events.mkdir()
-    import yaml
-
-    pyaml = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
-    spark_conf = pyaml["defaults"]["spark"].setdefault("conf", {}) or {}
-    spark_conf.update(
-        {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
-    )
-    pyaml["defaults"]["spark"]["conf"] = spark_conf
-    (conf / "pipeline.yaml").write_text(yaml.safe_dump(pyaml, sort_keys=False), encoding="utf-8")
-    env["KCURE_CONF"] = str(conf)
+    env["KCURE_CONF"] = str(_bench_conf(work, events))
     build = "bench"
     stages = [
         ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--no-data-docs"]),
-        ("pseudonymize", [py, str(REPO / "jobs" / "pseudonymize.py"), "--build", build]),
-        ("link", [py, str(REPO / "jobs" / "link.py"), "--build", build]),
-        ("gates", [py, str(REPO / "jobs" / "gates.py"), "--build", build]),
+        *[(name, [py, str(REPO / "jobs" / f"{name}.py"), "--build", build]) for name in SPARK_STAGES],
         ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
     ]
-    from kcure.core.config import load_config
-
-    library = list(load_config().library["tables"])
     out: list[dict[str, Any]] = []
     for name, cmd in stages:
         s = run_stage(name, cmd, env, home, logs / f"{name}.log")
-        if name == "ingest":
-            s["rows_in"], s["rows_out"] = delivered, parquet_rows(home / "staging")
-        elif name == "pseudonymize":
-            s["rows_in"], s["rows_out"] = out[-1]["rows_out"], parquet_rows(home / "pseudonymized" / build)
-        elif name in ("link", "gates"):  # the library tables only (not the restricted lineage)
-            s["rows_in"], s["rows_out"] = out[-1]["rows_out"], parquet_rows(home / "linked" / build, library)
-        else:
-            s["rows_in"] = s["rows_out"] = out[-1]["rows_out"]
-        if name == "gates":
-            g = json.loads((home / "reports" / "builds" / build / "gates.json").read_text())
+        s["rows_in"] = out[-1]["rows_out"] if out else delivered
+        s["rows_out"] = _rows_out(name, home, build, s["rows_in"])
+        if name == "check":
+            g = json.loads((home / "reports" / "builds" / build / "check.json").read_text())
             if not g["success"]:
                 raise SystemExit("the release gates failed in the benchmark: " + "; ".join(g["failures"]))
             s["phases"] = g.get("phases", {})

@@ -1,9 +1,10 @@
 """
-### kcure_build_library: staging -> pseudonymized -> linked -> gated, immutable release
+### kcure_build_library: staging -> pseudonymized -> linked -> protected -> checked -> immutable release
 
 Runs when `kcure_ingest` emits **`kcure_staging_updated`** (after an ingest run in which at
 least one feed-year was newly staged), or by hand with params. One run = one build = at most one
-release. `max_active_runs=1`: two builds never publish at once.
+release. `max_active_runs=1`: two builds never publish at once. The tasks are the stages of
+`kcure.pipeline.STAGES`, the same ones `kcure build` runs, in the same order.
 
 Tasks, and what to do when one fails:
 * `plan` fixes the build id and the release tag (params, or the run's time).
@@ -15,14 +16,20 @@ Tasks, and what to do when one fails:
   `kcure_library_secret`. Other errors are retried.
 * `link` (Spark): one pseudonymous person, cohort-only library tables and a per feed-year linkage
   report in `linked/<build>/`. Its input is intact, so clearing the task re-runs only the link.
-* `gates` (Spark): k-anonymity by local recoding, the library Great Expectations suites,
-  referential integrity, accounting. A failed gate does not fail this task; `publish` refuses.
+* `protect` (Spark): k-anonymity by local recoding, from `linked/<build>/` into `protected/<build>/`
+  (owner-only). Clearing it re-runs the recoding from link's output.
+* `check` (Spark): the gates over `protected/<build>/`: k-anonymity and l-diversity, the library
+  Great Expectations suites, referential integrity, accounting. A failed gate does not fail this
+  task; `publish` refuses.
 * `publish` registers the files as Iceberg snapshots, tags them, then appends the release marker
   (all or nothing) and emits the Asset `kcure_library_release`. *Fails* when a gate failed:
   nothing is published, the previous release stays current, and the message names the table, the
   check and a few pseudonymous keys.
 * `report` writes the HTML release report (plots, privacy costs, gates, inputs, Data Docs links).
   *Fails* after the release is published: re-run `kcure report --release TAG`.
+
+Every stage starts by clearing its own output for the build and never edits another stage's, so
+clearing any task in the grid re-runs it (and, by Airflow's rules, what follows) safely.
 
 **Where Spark runs**: `spark.master` in `conf/pipeline.yaml`. `local[N]` runs inside the worker;
 a cluster URL (`spark://`, `yarn`, `k8s://`) submits `jobs/<stage>.py` with `spark-submit`,
@@ -31,8 +38,8 @@ never on a command line.
 
 **Re-delivery / backfill**: a new delivery `dNNN` of one feed-year is staged by `kcure_ingest`,
 which triggers this DAG. Each build recomputes the whole library from what is staged (every feed's
-`CURRENT` version): pseudonymize, link, gates and publish all run again; the staged, unchanged
-feed-years are not re-parsed. The new release gets a new tag; older releases stay queryable.
+`CURRENT` version); the staged, unchanged feed-years are not re-parsed. The new release gets a new
+tag; older releases stay queryable.
 
 **Failures** call `kcure.alerts.on_failure`: an operator message in the log and in
 `$KCURE_HOME/reports/alerts.jsonl`, and a POST to the `kcure_alerts` connection if it exists.
@@ -46,11 +53,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, chain, dag, task
 
 from kcure.alerts import on_failure
 from kcure.assets import LIBRARY_RELEASE, STAGING_UPDATED
-from kcure.pipeline import BUILD_ID
+from kcure.pipeline import BUILD_ID, STAGES
 
 ID_PATTERN = f"^({BUILD_ID.pattern})?$"  # empty (the default), or a valid build id / release tag
 
@@ -84,69 +91,40 @@ def _fail(exc: BaseException) -> Exception:
 )
 def kcure_build_library() -> None:
     @task
-    def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, str]:
+    def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
         """Fix the build id and the release tag; refuse ones already published."""
-        from kcure.core import catalog
+        from kcure import pipeline
         from kcure.core.config import load_config
 
         p = params or {}
         when = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None) or datetime.now()
         build = p.get("build") or when.strftime("%Y%m%d-%H%M%S")
-        tag = p.get("release") or build
-        cfg = load_config()
-        for r in catalog.list_releases(catalog.open_catalog(cfg)):
-            if r.build == build or r.tag == tag:
-                raise _fail(ValueError(f"build {build} / release {tag}: already published as {r.tag} from {r.build}"))
-        return {"build": build, "release": tag, "truth": p.get("truth") or ""}
-
-    def _spark_stage(stage: str, plan: dict[str, str]) -> dict[str, Any]:
-        from kcure import pipeline
-        from kcure.core import secrets
-        from kcure.core.config import load_config
-
-        cfg = load_config()
         try:
-            s = pipeline.run_spark_stage(cfg, stage, plan["build"], truth=plan.get("truth") or None)
-        except secrets.SecretError as exc:
+            planned = pipeline.plan(load_config(), build, p.get("release") or build, truth=p.get("truth") or None)
+        except (pipeline.StageFailed, ValueError) as exc:
             raise _fail(exc) from None
-        return {k: v for k, v in s.items() if k not in ("report", "checks", "failures")}  # small, key-free XCom
+        return planned.to_dict()
 
-    @task
-    def pseudonymize(plan: dict[str, str]) -> dict[str, Any]:
-        """Spark: staged feeds -> pseudonymized/<build>/ (the only task that sees identifiers)."""
-        return _spark_stage("pseudonymize", plan)
+    def stage_task(stage: Any) -> Any:
+        name = stage.name
+        doc = f"Reads {', '.join(stage.reads)}; writes {', '.join(stage.writes)}.\n\nIf it fails: {stage.on_failure}"
 
-    @task
-    def link(plan: dict[str, str]) -> dict[str, Any]:
-        """Spark: pseudonymized -> linked/<build>/ library tables and the linkage report."""
-        return _spark_stage("link", plan)
+        @task(task_id=name, outlets=[LIBRARY_RELEASE] if name == "publish" else [], doc_md=doc)
+        def run(plan: dict[str, Any]) -> dict[str, Any]:
+            from kcure import pipeline
+            from kcure.core import secrets
+            from kcure.core.config import load_config
 
-    @task
-    def gates(plan: dict[str, str]) -> dict[str, Any]:
-        """Spark: k-anonymity, library suites, referential integrity, accounting."""
-        return _spark_stage("gates", plan)
+            try:
+                s = pipeline.run_stage(load_config(), pipeline.Plan.from_dict(plan), name)
+            except (secrets.SecretError, pipeline.StageFailed) as exc:  # retrying cannot help
+                raise _fail(exc) from None
+            return {k: v for k, v in s.items() if k not in ("report", "checks", "failures", "privacy", "inputs")}
 
-    @task(outlets=[LIBRARY_RELEASE])
-    def publish(plan: dict[str, str]) -> dict[str, Any]:
-        """Publish the release only if every gate passed (Iceberg, all or nothing)."""
-        from kcure import pipeline
-        from kcure.core.config import load_config
+        return run
 
-        try:
-            return pipeline.publish(load_config(), plan["build"], plan["release"])
-        except pipeline.StageFailed as exc:
-            raise _fail(exc) from None
-
-    @task
-    def report(plan: dict[str, str]) -> dict[str, Any]:
-        """Write the HTML release report."""
-        from kcure import pipeline
-        from kcure.core.config import load_config
-
-        return pipeline.report(load_config(), plan["build"], plan["release"])
-
-    p: Any = plan()
-    pseudonymize(p) >> link(p) >> gates(p) >> publish(p) >> report(p)
+    planned: Any = plan()
+    chain(*[stage_task(stage)(planned) for stage in STAGES])  # the registry's order: the order `kcure build` runs
 
 
 kcure_build_library()

@@ -1,6 +1,6 @@
-"""Spark job: pseudonymized feeds -> cohort-only library tables + linkage report (pseudonymized -> linked).
+"""spark-submit entry point of the link stage: pseudonymized/<build>/ -> linked/<build>/ (cohort-only tables).
 
-    spark-submit jobs/link.py --build 2024.1 [--truth DIR]   (or: kcure build --build 2024.1)
+    spark-submit jobs/link.py --build 2024.1 [--truth DIR]   (or: kcure build --build 2024.1 --from link)
 
 Reads only KCURE_LIBRARY_SECRET: this step never sees identifiers or the linkage secret.
 """

@@ -1,8 +1,8 @@
-"""Spark job: staged feeds -> pseudonymized keys + generalized payload (staging -> pseudonymized).
+"""spark-submit entry point of the pseudonymize stage: staging/ -> pseudonymized/<build>/.
 
     spark-submit jobs/pseudonymize.py --build 2024.1        (or: kcure build --build 2024.1)
 
-Reads KCURE_LINKAGE_SECRET and KCURE_LIBRARY_SECRET (see kcure.secrets); refuses to run without them.
+Reads KCURE_LINKAGE_SECRET and KCURE_LIBRARY_SECRET (kcure.core.secrets); refuses to run without them.
 The only stage that sees identifiers.
 """
 

@@ -156,7 +156,7 @@ def render(name: str, spec: dict) -> dict:
 def main() -> int:
     cfg = load_config()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, spec in cfg.library["tables"].items():
+    for name, spec in cfg.raw["library.yaml"]["tables"].items():  # the file as written, before typing
         (OUT / f"{name}.json").write_text(
             json.dumps(render(name, spec), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

@@ -43,7 +43,7 @@ def test_a_build_without_secrets_fails_once_alerts_the_operator_and_publishes_no
     assert dr.state == "failed"
     assert tis["plan"][0] == "success"
     assert tis["pseudonymize"] == ("failed", 1)  # a missing secret is not retried
-    assert {tis[t][0] for t in ("link", "gates", "publish", "report")} == {"upstream_failed"}
+    assert {tis[t][0] for t in ("link", "protect", "check", "publish", "report")} == {"upstream_failed"}
 
     new = [json.loads(line) for line in alerts.read_text().splitlines()[len(before) :]]
     assert [(a["dag_id"], a["task_id"]) for a in new] == [("kcure_build_library", "pseudonymize")]

@@ -98,7 +98,7 @@ def test_the_build_runs_when_ingest_says_staging_changed_and_never_twice_at_once
     assert STAGING_UPDATED in ingest.get_task("staging_updated").outlets
     assert ingest.get_task("staging_updated").trigger_rule == "all_done"  # a failed feed-year keeps its old version
     assert build.timetable.asset_condition == STAGING_UPDATED
-    order = ["plan", "pseudonymize", "link", "gates", "publish", "report"]
+    order = ["plan", "pseudonymize", "link", "protect", "check", "publish", "report"]
     for up, down in itertools.pairwise(order):
         assert down in build.get_task(up).downstream_task_ids, (up, down)
 

@@ -20,25 +20,24 @@ from typing import Any
 
 log = logging.getLogger("kcure.alerts")
 
-#: what an operator should do when a task fails, by task id
+#: what an operator should do when a task fails, by task id (the build's stages say it in kcure.pipeline.STAGES)
 WHAT_TO_DO = {
     "plan": "Another build may already use this build id, or the release tag is taken: trigger again "
     "with new 'build' / 'release' params.",
-    "pseudonymize": "A missing or short secret (KCURE_LINKAGE_SECRET / KCURE_LIBRARY_SECRET or the Airflow "
-    "connections kcure_linkage_secret / kcure_library_secret) fails here without retrying. Otherwise "
-    "see the Spark log; the build's earlier outputs are untouched and a re-run starts the stage again.",
-    "link": "See the Spark log; pseudonymized/<build> is intact, so clearing this task re-runs only the link.",
-    "gates": "The gate step itself crashed (a failed gate does not fail it, it stops publish).",
-    "publish": "Gates failed (the message lists the table, check and a few pseudonymous keys) or the "
-    "catalog was unreachable. Nothing was published and the previous release stays current; fix the "
-    "data or the rule and trigger a new build.",
-    "report": "The release is published; only its HTML report failed. Re-run with `kcure report --release TAG`.",
     "discover_deliveries": "The landing zone could not be listed: check the path or the kcure_landing connection.",
     "fail_run_if_a_feed_year_failed": "Only a summary: look at the red ingest_feed_year tasks of this run.",
     "staging_updated": "The ingest log could not be read: check $KCURE_HOME/reports/ingest/ingest_log.jsonl.",
     "ingest_feed_year": "See the task log: checksum/row-count mismatches need a re-delivery, failed "
     "expectations are explained in the feed-year's Data Docs.",
 }
+
+
+def what_to_do(task_id: str) -> str:
+    from kcure.pipeline import STAGE
+
+    if task_id in STAGE:
+        return STAGE[task_id].on_failure
+    return WHAT_TO_DO.get(task_id, "See the task log.")
 
 
 def message(context: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def message(context: dict[str, Any]) -> dict[str, Any]:
         "run_id": context.get("run_id") or getattr(ti, "run_id", "?"),
         "try_number": getattr(ti, "try_number", None),
         "error": f"{type(exc).__name__}: {exc}" if exc is not None else "unknown",
-        "what_to_do": WHAT_TO_DO.get(str(task_id), "See the task log."),
+        "what_to_do": what_to_do(str(task_id)),
     }
 
 
@@ -88,11 +87,14 @@ def on_failure(context: dict[str, Any]) -> None:
 
 
 def _notify(conn_id: str, msg: dict[str, Any]) -> None:
-    try:
-        from airflow.sdk import BaseHook
+    from kcure.core.connections import airflow_connection
 
-        conn = BaseHook.get_connection(conn_id)
-    except Exception:
+    try:
+        conn = airflow_connection(conn_id)
+    except Exception as exc:  # an alert never raises over the failure it reports, but says why it was not sent
+        log.warning("could not look up connection %s: %s", conn_id, type(exc).__name__)
+        return
+    if conn is None:
         return  # no channel configured: the log and alerts.jsonl are the channel
     url = (conn.extra_dejson or {}).get("url") or str(conn.host or "")
     if not url.startswith(("https://", "http://")):

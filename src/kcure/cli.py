@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from kcure.core.config import ConfigError, load_config
+
+#: the build's stages, for --from/--to (kcure.pipeline.NAMES; kept here so the CLI starts without Spark)
+STAGE_NAMES = ("pseudonymize", "link", "protect", "check", "publish", "report")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -83,83 +87,88 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_build(args: argparse.Namespace) -> int:
-    from kcure import pipeline
+def _print_stage(name: str, s: dict[str, Any]) -> None:
+    """What operators see as each stage of ``kcure build`` / ``kcure publish`` ends."""
+    from kcure.stages.link import linker
+
+    if name == "pseudonymize":
+        missing = f"; nothing staged for {', '.join(s['missing'])}" if s.get("missing") else ""
+        print(f"pseudonymize: {len(s['feeds'])} feeds in {s['seconds']:.1f}s{missing}")
+    elif name == "link":
+        staged = int(s["staged_rows"])
+        print(linker.describe(s["report"]))
+        print(f"link: {staged:,} staged rows in {s['seconds']:.1f}s ({staged / max(s['seconds'], 1e-9):,.0f} rows/s)")
+        for table, why in (s.get("empty") or {}).items():
+            print(f"  {table}: {why}")
+        q = s.get("quality")
+        if q:
+            print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
+    elif name == "protect":
+        p = s["privacy"]
+        print(
+            f"protect: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']}, "
+            f"{p['people_dropped']:,} of {p['people']:,} people dropped ({s['seconds']:.1f}s)"
+        )
+    elif name == "check":
+        verdict = "all passed" if s["success"] else "FAILED"
+        print(f"check: {len(s['checks'])} gates in {s['seconds']:.1f}s, {verdict}")
+    elif name == "publish":
+        total = sum(s["row_counts"].values())
+        print(f"release {s['release']} published from build {s['build']} in {s['seconds']:.1f}s: {total:,} rows")
+        for table, n in s["row_counts"].items():
+            print(f"  {table:<6} {n:>12,} rows")
+    elif name == "report":
+        print(f"release report: {s['report']}")
+
+
+def _run(args: argparse.Namespace, verb: str, **kw: Any) -> int:
+    from kcure import cluster, pipeline
     from kcure.core import catalog, secrets
-    from kcure.stages.link import linker as link
 
     cfg = load_config(args.conf)
     try:
-        for kind in ("linkage", "library"):  # refuse before any data is touched
-            secrets.load(kind, min_bytes=int(cfg.privacy["secrets"]["min_bytes"]))
+        plan = pipeline.plan(cfg, **kw)
+        if cluster.is_cluster(cfg):
+            print(f"Spark stages are submitted to {cfg.spark['master']} with spark-submit")
+        print(f"build {plan.build}: {' -> '.join(plan.stages)}")
+        done = pipeline.run_plan(cfg, plan, on_stage=_print_stage)
     except secrets.SecretError as exc:
-        print(f"kcure build: {exc}", file=sys.stderr)
+        print(f"kcure {verb}: {exc}", file=sys.stderr)
         return 2
-    published = [r.tag for r in catalog.list_releases(catalog.open_catalog(cfg)) if r.build == args.build]
-    if published:
-        print(
-            f"kcure build: build {args.build} is published as release {published[0]}; its files are immutable. "
-            "Choose a new build id.",
-            file=sys.stderr,
-        )
-        return 2
-    spark = None
-    if not pipeline.is_cluster(cfg):  # local mode: one session for every stage
-        from kcure.core.spark import build_session
-
-        spark = build_session(cfg.spark, app_name=f"kcure-build-{args.build}")
-    else:
-        print(f"Spark stages are submitted to {cfg.spark['master']} with spark-submit")
-    try:
-        p = pipeline.run_spark_stage(cfg, "pseudonymize", args.build, spark=spark)
-        lk = pipeline.run_spark_stage(cfg, "link", args.build, truth=args.truth, spark=spark)
-        staged = int(lk["staged_rows"])
-        print(link.describe(lk["report"]))
-        print(
-            f"pseudonymize: {staged:,} rows in {p['seconds']:.1f}s ({staged / p['seconds']:,.0f} rows/s); "
-            f"link: {staged:,} rows in {lk['seconds']:.1f}s ({staged / lk['seconds']:,.0f} rows/s)"
-        )
-        q = lk.get("quality")
-        if q:
-            print(f"linkage against the generator's truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}")
-        print(f"library tables: {lk['out']}")
-        if not args.release:
-            return 0
-        g = pipeline.run_spark_stage(cfg, "gates", args.build, spark=spark)
-        print(f"gates: {len(g['checks'])} checks in {g['seconds']:.1f}s")
-        if not g["success"]:
-            for msg in g["failures"]:
-                print(f"  {msg}", file=sys.stderr)
-            print(f"kcure build: release gates failed; release {args.release} was NOT published", file=sys.stderr)
-            return 1
-        pub = pipeline.publish(cfg, args.build, args.release)
-        total = sum(pub["row_counts"].values())
-        print(f"release {pub['release']} published in {pub['seconds']:.1f}s: {total:,} rows")
-        print(f"release report: {pipeline.report(cfg, args.build, args.release)['report']}")
-        return 0
-    except (pipeline.StageFailed, ValueError) as exc:
-        print(f"kcure build: {exc}", file=sys.stderr)
+    except (pipeline.StageFailed, catalog.ReleaseError, ValueError) as exc:
+        print(f"kcure {verb}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if spark is not None:
-            spark.stop()
+    check = done.get("check")
+    if check is not None and not check["success"]:
+        for msg in check["failures"]:
+            print(f"  {msg}", file=sys.stderr)
+        print(f"kcure {verb}: release gates failed: build {plan.build} cannot be published", file=sys.stderr)
+        return 1
+    if check is not None and not plan.release:
+        print(f"build {plan.build} passed its gates: publish it with kcure publish --build {plan.build} --release TAG")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    return _run(
+        args, "build", build=args.build, release=args.release, truth=args.truth, start=args.start, stop=args.stop
+    )
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    stop = "publish" if args.no_report else "report"
+    return _run(args, "publish", build=args.build, release=args.release, start="publish", stop=stop)
+
+
+def _cmd_purge_builds(args: argparse.Namespace) -> int:
     from kcure import pipeline
-    from kcure.core import catalog
 
     cfg = load_config(args.conf)
-    try:
-        pub = pipeline.publish(cfg, args.build, args.release)  # refuses unless the build's gates passed
-    except (catalog.ReleaseError, pipeline.StageFailed, ValueError) as exc:
-        print(f"kcure publish: {exc}", file=sys.stderr)
-        return 1
-    print(f"release {pub['release']} published from build {pub['build']} in {pub['seconds']:.1f}s")
-    for name, n in pub["row_counts"].items():
-        print(f"  {name:<6} {n:>12,} rows")
-    if not args.no_report:
-        print(f"release report: {pipeline.report(cfg, args.build, args.release)['report']}")
+    days = args.days if args.days is not None else float(cfg.pipeline["builds"]["retention_days"])
+    removed = pipeline.purge_builds(cfg, days)
+    print(f"removed {len(removed)} build folder(s) whose last stage ran more than {days:g} days ago")
+    for path in removed:
+        print(f"  {path}")
     return 0
 
 
@@ -193,6 +202,59 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_release(cfg: Any, r: Any) -> list[str]:
+    """``kcure releases show``: a release's manifest in readable form."""
+    from kcure.access.report import report_path
+
+    m = r.manifest
+    lines = [
+        f"release {r.tag} (build {r.build}), published {r.created_at:%Y-%m-%d %H:%M:%S} UTC",
+        f"code {m.get('code_version')}, configuration sha256 {m.get('config_digest')}",
+        "tables:",
+    ]
+    empty = m.get("empty_tables") or {}
+    for name, n in m["row_counts"].items():
+        why = f"; {empty[name]}" if name in empty else ""
+        lines.append(f"  {name:<6} {n:>12,} rows  (snapshot {r.snapshots[name]}{why})")
+    lines += [f"  {name:<6} {'-':>12}       ({empty[name]})" for name in sorted(set(empty) - set(m["row_counts"]))]
+    lines.append(f"inputs: {len(m.get('inputs') or [])} feed-year deliveries")
+    q = m.get("linkage_quality")
+    if q:
+        lines.append(f"linkage: precision {q['precision']:.6f}, recall {q['recall']:.6f} (against synthetic truth)")
+    g = m.get("gates") or {}
+    if g:
+        checks = g.get("checks") or []
+        warned = [c["check"] for c in checks if not c["success"] and c.get("severity") != "critical"]
+        verdict = "all passed" if g.get("success") else "FAILED"
+        lines.append(
+            f"gates: {verdict} ({len(checks)} checks" + (f"; warnings: {', '.join(warned)}" if warned else "") + ")"
+        )
+    p = m.get("privacy") or {}
+    if p:
+        lines.append(
+            f"privacy: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']} "
+            f"after recoding, {p['people_dropped']:,} of {p['people']:,} people dropped"
+        )
+    html = report_path(cfg, r.tag)
+    lines.append(f"report: {html}" if html.exists() else f"report: not rendered yet (kcure report --release {r.tag})")
+    return lines
+
+
+def _list_releases(releases: list[Any]) -> list[str]:
+    if not releases:
+        return ["no releases yet"]
+    w = max(14, *(len(r.tag) for r in releases), *(len(r.build) for r in releases))
+    lines = [f"{'release':<{w}} {'published (UTC)':<20} {'build':<{w}} {'RGST':>10} {'T200':>12} {'rows total':>14}"]
+    for i, r in enumerate(releases):
+        counts = r.manifest["row_counts"]
+        latest = "  <- latest" if i == len(releases) - 1 else ""
+        lines.append(
+            f"{r.tag:<{w}} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<{w}} {counts.get('RGST', 0):>10,} "
+            f"{counts.get('T200', 0):>12,} {sum(counts.values()):>14,}{latest}"
+        )
+    return lines
+
+
 def _cmd_releases(args: argparse.Namespace) -> int:
     import json
 
@@ -209,57 +271,17 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     if len(words) > 1:
         print("usage: kcure releases [show] [TAG]", file=sys.stderr)
         return 2
-    if words:
-        try:
-            r = catalog.resolve(cat, words[0])
-        except catalog.ReleaseError as exc:
-            print(f"kcure releases: {exc}", file=sys.stderr)
-            return 1
-        m = r.manifest
-        print(f"release {r.tag} (build {r.build}), published {r.created_at:%Y-%m-%d %H:%M:%S} UTC")
-        print(f"code {m.get('code_version')}, configuration sha256 {m.get('config_digest')}")
-        print("tables:")
-        for name, n in m["row_counts"].items():
-            print(f"  {name:<6} {n:>12,} rows  (snapshot {r.snapshots[name]})")
-        print(f"inputs: {len(m.get('inputs') or [])} feed-year deliveries")
-        q = m.get("linkage_quality")
-        if q:
-            print(f"linkage: precision {q['precision']:.6f}, recall {q['recall']:.6f} (against synthetic truth)")
-        g = m.get("gates") or {}
-        if g:
-            checks = g.get("checks") or []
-            warned = [c["check"] for c in checks if not c["success"] and c.get("severity") != "critical"]
-            print(
-                f"gates: {'all passed' if g.get('success') else 'FAILED'} ({len(checks)} checks"
-                + (f"; warnings: {', '.join(warned)}" if warned else "")
-                + ")"
-            )
-        p = m.get("privacy") or {}
-        if p:
-            print(
-                f"privacy: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']} "
-                f"after recoding, {p['people_dropped']:,} of {p['people']:,} people dropped"
-            )
-        from kcure.access.report import report_path
-
-        html = report_path(cfg, r.tag)
-        print(f"report: {html}" if html.exists() else f"report: not rendered yet (kcure report --release {r.tag})")
-        if args.json:
-            print(json.dumps(m, indent=2, default=str))
+    if not words:
+        print("\n".join(_list_releases(catalog.list_releases(cat))))
         return 0
-    releases = catalog.list_releases(cat)
-    if not releases:
-        print("no releases yet")
-        return 0
-    w = max(14, *(len(r.tag) for r in releases), *(len(r.build) for r in releases))
-    print(f"{'release':<{w}} {'published (UTC)':<20} {'build':<{w}} {'RGST':>10} {'T200':>12} {'rows total':>14}")
-    for i, r in enumerate(releases):
-        counts = r.manifest["row_counts"]
-        latest = "  <- latest" if i == len(releases) - 1 else ""
-        print(
-            f"{r.tag:<{w}} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<{w}} {counts.get('RGST', 0):>10,} "
-            f"{counts.get('T200', 0):>12,} {sum(counts.values()):>14,}{latest}"
-        )
+    try:
+        r = catalog.resolve(cat, words[0])
+    except catalog.ReleaseError as exc:
+        print(f"kcure releases: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(_describe_release(cfg, r)))
+    if args.json:
+        print(json.dumps(r.manifest, indent=2, default=str))
     return 0
 
 
@@ -282,14 +304,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kcure", description=__doc__)
-    parser.add_argument("--conf", help="configuration folder (default: KCURE_CONF or the repository's conf/)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _landing_commands(sub: Any) -> None:
+    """The commands before a build: generate a synthetic landing zone, ingest it."""
     g = sub.add_parser(
         "generate",
-        help="write a synthetic population as the ten source feeds' deliveries (SOURCES.md §2-3)",
+        help="write a synthetic population as the ten source feeds' deliveries (docs/contract.md §2-3)",
         description="Write a synthetic population as the landing-zone deliveries of all ten feeds, "
         "with injected faults, and its ground truth under OUT/_truth/.",
     )
@@ -321,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--no-data-docs", action="store_true", help="skip rendering Great Expectations Data Docs")
     i.set_defaults(func=_cmd_ingest)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kcure", description=__doc__)
+    parser.add_argument("--conf", help="configuration folder (default: KCURE_CONF or the repository's conf/)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _landing_commands(sub)
+
     il = sub.add_parser("ingest-log", help="what an ingest run (CLI or Airflow) did, per feed-year")
     il.add_argument("--run", help="run id (default: the last run)")
     il.add_argument("--by-feed", action="store_true", help="one line per feed instead of per feed-year")
@@ -328,20 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "build",
-        help="pseudonymize the staged feeds and link them into the library tables (Spark)",
-        description="staging -> pseudonymized/<build>/ -> linked/<build>/ with a linkage report. "
-        "Needs KCURE_LINKAGE_SECRET and KCURE_LIBRARY_SECRET (at least 32 bytes each).",
+        help="run a library build: pseudonymize, link, protect, check (and publish, report with --release)",
+        description="staging -> pseudonymized/<build>/ -> linked/<build>/ -> protected/<build>/ -> gates, and "
+        "with --release the Iceberg release and its report. Needs KCURE_LINKAGE_SECRET and KCURE_LIBRARY_SECRET "
+        "(at least 32 bytes each).",
     )
-    b.add_argument("--build", required=True, help="build id, for example 2024.1")
+    b.add_argument("--build", help="build id, for example 2024.1 (default: the time, YYYYMMDD-HHMMSS UTC)")
     b.add_argument("--truth", help="a synthetic population's _truth/ folder: also measure precision and recall")
-    b.add_argument("--release", help="after linking, run the release gates and publish this release tag")
+    b.add_argument("--release", help="publish the build as this release tag when its gates pass")
+    b.add_argument("--from", dest="start", choices=STAGE_NAMES, help="start at this stage (re-run a build from it)")
+    b.add_argument("--to", dest="stop", choices=STAGE_NAMES, help="stop after this stage")
     b.set_defaults(func=_cmd_build)
 
     pu = sub.add_parser(
         "publish",
-        help="publish a linked, gated build as an immutable release of the library (Iceberg)",
-        description="Publish linked/<build> as release TAG. Refuses unless the build's gates passed "
-        "(kcure build --release, or jobs/gates.py).",
+        help="publish a checked build as an immutable release of the library (Iceberg)",
+        description="Publish protected/<build> as release TAG. Refuses unless the build's gates passed "
+        "(kcure build, or jobs/check.py).",
     )
     pu.add_argument("--build", required=True)
     pu.add_argument("--release", required=True, help="release tag, for example 2024.1")
@@ -373,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("purge-staging", help="delete superseded staged versions older than the retention period")
     pr.add_argument("--days", type=float, help="override staging.retention_days from conf/pipeline.yaml")
     pr.set_defaults(func=_cmd_purge)
+
+    pb = sub.add_parser(
+        "purge-builds",
+        help="delete build folders older than the retention period (a published build keeps its release's files)",
+    )
+    pb.add_argument("--days", type=float, help="override builds.retention_days from conf/pipeline.yaml")
+    pb.set_defaults(func=_cmd_purge_builds)
     return parser
 
 

@@ -1,339 +1,386 @@
-"""The build's stages, the same for ``kcure build`` and the ``kcure_build_library`` DAG.
+"""The stage model: one registry of a build's stages, and the only code that plans and runs them.
 
-    pseudonymize -> link -> gates -> publish -> report
+    staging ─pseudonymize─▶ pseudonymized ─link─▶ linked ─protect─▶ protected ─check─▶ gate result
+            ─publish─▶ release (Iceberg) ─report─▶ HTML report
 
-The three Spark stages run in local mode inside the calling process when ``spark.master`` is
-``local[...]``. With a cluster URL (``spark://``, ``yarn``, ``k8s://``) they are submitted with
-``spark-submit`` (``jobs/<stage>.py``), shipping the ``kcure`` package (``--py-files``) and the
-configuration (``--files``). Secrets never go on a command line: the parent resolves them (from the
-environment, an owner-only file or an Airflow connection) and hands them to spark-submit as
-owner-only ``KCURE_*_SECRET_FILE`` files that are removed when it ends.
+``kcure build`` / ``kcure publish``, the ``kcure_build_library`` DAG and the spark-submit entry
+points in ``jobs/`` all call :func:`plan` and :func:`run_stage`; none of them orders stages,
+checks "already published" or hands out secrets on its own. (Ingest, landing → staging, works per
+feed-year, not per build: ``kcure ingest`` and the ``kcure_ingest`` DAG run it.)
 
-Every stage writes its summary to ``reports/builds/<build>/<stage>.json``: the parent reads the
-same file whether the stage ran in-process or on a cluster.
+Each :class:`Stage` says what it reads and writes, the folders of a build it alone owns, the secrets
+it may see and the stage whose output it needs. :func:`run_stage` refuses to touch a published
+build, checks that the stage's input is complete, forgets the summaries of this and every later
+stage, clears the folders the stage owns, and runs the body: in this process, or with spark-submit
+when ``spark.master`` is a cluster (the child runs this same function). The summary,
+``reports/builds/<build>/<stage>.json``, is written last, so a stage killed halfway leaves no
+summary and the next stage refuses to start.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import argparse
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure.core import secrets
-from kcure.core.config import REPO, Config, load_config
+from kcure.core import secrets as secret_store
+from kcure.core.config import Config, load_config
+from kcure.core.zones import LINKAGE_QUALITY, BuildZones, clear, read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-SPARK_STAGES = ("pseudonymize", "link", "gates")
-#: which secrets each Spark stage may read: link and gates never see the linkage secret
-STAGE_SECRETS = {"pseudonymize": ("linkage", "library"), "link": ("library",), "gates": ()}
-
+    from kcure.core.secrets import Secret
 
 BUILD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-STAGES = (*SPARK_STAGES, "publish", "report")
+
+
+class StageFailed(RuntimeError):
+    """A stage cannot run or ended without its result; the message says which and what to do."""
 
 
 def check_id(value: str, what: str = "build id") -> str:
     """Build ids and release tags name folders and Iceberg tags: letters, digits, '.', '_', '-'."""
     if not BUILD_ID.fullmatch(value or ""):
-        raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
+        shown = value if len(value or "") <= 80 else value[:80] + "…"
+        raise ValueError(f"{what} {shown!r} must be 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
     return value
 
 
-class StageFailed(RuntimeError):
-    """A stage ended without its result; the message names the stage and where its log is."""
+@dataclass(frozen=True)
+class Plan:
+    """One build: its id, the release tag it is published as (if any), and the stages to run."""
+
+    build: str
+    release: str | None
+    stages: tuple[str, ...]
+    truth: str | None = None  # a synthetic population's _truth/: link also measures precision and recall
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "stages": list(self.stages)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(d["build"], d.get("release") or None, tuple(d["stages"]), d.get("truth") or None)
 
 
-def repo_root() -> Path:
-    return REPO
+@dataclass
+class Run:
+    """What a stage body is given: nothing else reaches it."""
+
+    cfg: Config
+    plan: Plan
+    zones: BuildZones
+    spark: Any  # a SparkSession for Spark stages, else None
+    secrets: dict[str, Secret] = field(default_factory=dict)
 
 
-def jobs_dir() -> Path:
-    return Path(os.environ.get("KCURE_JOBS_DIR") or repo_root() / "jobs")
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    reads: tuple[str, ...]  # zones
+    writes: tuple[str, ...]  # zones
+    owns: tuple[str, ...]  # this build's folders only this stage writes (BuildZones attributes): cleared first
+    secrets: tuple[str, ...]  # the only secrets the stage is given (pseudonymize alone gets the linkage secret)
+    spark: bool  # runs on Spark: in this process in local mode, with spark-submit on a cluster
+    needs: str | None  # the stage whose completed output it reads
+    body: Callable[[Run], dict[str, Any]]
+    on_failure: str  # what an operator should do when it fails (alerts)
 
 
-def is_cluster(cfg: Config) -> bool:
-    return not str(cfg.spark.get("master", "local[2]")).startswith("local")
+# --- the stages' bodies: each calls its stage module with explicit inputs and outputs ---------------
 
 
-def summary_path(cfg: Config, build: str, stage: str) -> Path:
-    return cfg.local_path("reports") / "builds" / build / f"{stage}.json"
-
-
-def read_summary(cfg: Config, build: str, stage: str) -> dict[str, Any]:
-    p = summary_path(cfg, build, stage)
-    if not p.exists():
-        raise StageFailed(f"{stage} of build {build} left no summary at {p}")
-    return dict(json.loads(p.read_text(encoding="utf-8")))
-
-
-def _write_summary(cfg: Config, build: str, stage: str, summary: dict[str, Any]) -> None:
-    p = summary_path(cfg, build, stage)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-
-
-def _min_bytes(cfg: Config) -> int:
-    return int(cfg.privacy["secrets"]["min_bytes"])
-
-
-# --- the stages' bodies (they run wherever the Spark driver runs) -----------------------------------
-
-
-def _pseudonymize(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
+def _pseudonymize(run: Run) -> dict[str, Any]:
+    from kcure.core.staging import staged_inputs
     from kcure.stages import pseudonymize
 
-    keys = {k: secrets.load(k, min_bytes=_min_bytes(cfg)) for k in STAGE_SECRETS["pseudonymize"]}
-    from kcure.release import staged_inputs
-
-    inputs = staged_inputs(cfg)  # what this build reads; the manifest records it, not staging at publish time
-    result = pseudonymize.run(spark, cfg, keys, build)
-    return {"feeds": list(result.feeds), "out": str(result.out), "inputs": inputs}
+    inputs = staged_inputs(run.cfg)  # what this build reads: the manifest records it, not staging at publish time
+    r = pseudonymize.run(run.spark, run.cfg, run.secrets, run.zones.pseudonymized)
+    return {"feeds": r.feeds, "missing": r.missing, "out": str(r.out), "inputs": inputs}
 
 
-def _link(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
-    from kcure.stages.link import linker as link
-    from kcure.stages.link import truth as quality
+def _link(run: Run) -> dict[str, Any]:
+    from kcure.stages.link import linker, truth
 
-    key = secrets.load("library", min_bytes=_min_bytes(cfg))
-    result = link.run(spark, cfg, key, build)
+    r = linker.run(run.spark, run.cfg, run.secrets["library"], run.zones.pseudonymized, run.zones.linked)
     out: dict[str, Any] = {
-        "out": str(result.out),
-        "tables": result.tables,
-        "report": result.report,
-        "staged_rows": sum(int(r["staged"]) for r in result.report),
+        "out": str(r.out),
+        "tables": r.tables,
+        "empty": r.empty,
+        "report": r.report,
+        "staged_rows": sum(int(x["staged"]) for x in r.report),
     }
-    if truth:
-        q = quality.evaluate(spark, result.out, Path(truth))
-        (result.out / "_linkage_quality.json").write_text(json.dumps(q, indent=2, default=str) + "\n", encoding="utf-8")
-        out["quality"] = q
+    if run.plan.truth:
+        out["quality"] = truth.evaluate(run.spark, r.out, Path(run.plan.truth))
+        write_json_atomic(r.out / LINKAGE_QUALITY, out["quality"], 0o644, sort_keys=False)
     return out
 
 
-def _gates(spark: SparkSession, cfg: Config, build: str, truth: str | None) -> dict[str, Any]:
-    from kcure.stages import check as gates
+def _protect(run: Run) -> dict[str, Any]:
+    from kcure.stages.protect import recode
 
-    report = gates.run(spark, cfg, build)
+    privacy = recode.run(run.spark, run.cfg, run.zones.linked, run.zones.protected)
+    return {"out": str(run.zones.protected), "success": privacy["success"], "privacy": privacy}
+
+
+def _check(run: Run) -> dict[str, Any]:
+    from kcure.stages import check
+
+    report = check.run(run.spark, run.cfg, run.zones.linked, run.zones.protected, run.zones.data_docs)
     # the gate report's own "seconds" (per phase) is kept as "phases": "seconds" is the stage's wall time
     return {**report.to_dict(), "phases": dict(report.seconds), "failures": [c.message() for c in report.failures]}
 
 
-BODIES = {"pseudonymize": _pseudonymize, "link": _link, "gates": _gates}
+def _publish(run: Run) -> dict[str, Any]:
+    """Publish the build if, and only if, its check stage passed: the one place a release is refused."""
+    from kcure.stages import publish
 
-
-def job_main(stage: str, argv: list[str] | None = None) -> int:
-    """The entry point of ``jobs/<stage>.py`` under spark-submit (or ``python jobs/<stage>.py``)."""
-    import argparse
-
-    from kcure.core.spark import build_session
-
-    ap = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"the {stage} stage of a library build")
-    ap.add_argument("--build", required=True, help="build id, for example 2024.1")
-    ap.add_argument("--truth", help="a synthetic population's _truth/ folder (link: adds precision and recall)")
-    args = ap.parse_args(argv)
-    cfg = load_config()
-    for kind in STAGE_SECRETS[stage]:  # refuse before touching any data
-        secrets.load(kind, min_bytes=_min_bytes(cfg))
-    spark = build_session(cfg.spark, app_name=f"kcure-{stage}-{args.build}")
-    try:
-        t0 = time.perf_counter()
-        summary = BODIES[stage](spark, cfg, args.build, args.truth)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        summary["master"] = spark.sparkContext.master
-        _write_summary(cfg, args.build, stage, summary)
-    finally:
-        spark.stop()
-    return 0
-
-
-# --- running a Spark stage: in-process (local) or spark-submit (cluster) ----------------------------
-
-
-def run_spark_stage(
-    cfg: Config, stage: str, build: str, *, truth: str | None = None, spark: SparkSession | None = None
-) -> dict[str, Any]:
-    """Run one Spark stage and return its summary (also in ``reports/builds/<build>/<stage>.json``)."""
-    if stage not in BODIES:
-        raise ValueError(f"unknown Spark stage {stage!r}; stages: {', '.join(SPARK_STAGES)}")
-    check_id(build)
-    for later in STAGES[STAGES.index(stage) :]:  # a re-run stage invalidates what came after it
-        summary_path(cfg, build, later).unlink(missing_ok=True)
-    if is_cluster(cfg):
-        submit(cfg, stage, build, truth=truth)
-        return read_summary(cfg, build, stage)
-    from kcure.core.spark import build_session
-
-    for kind in STAGE_SECRETS[stage]:
-        secrets.load(kind, min_bytes=_min_bytes(cfg))
-    own = spark is None
-    session = spark or build_session(cfg.spark, app_name=f"kcure-{stage}-{build}")
-    try:
-        t0 = time.perf_counter()
-        summary = BODIES[stage](session, cfg, build, truth)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        summary["master"] = session.sparkContext.master
-    finally:
-        if own:
-            session.stop()
-    _write_summary(cfg, build, stage, summary)
-    return summary
-
-
-def package_zip(cfg: Config) -> Path:
-    """The ``kcure`` package as a zip for ``--py-files`` (rebuilt when any source file is newer)."""
-    src = Path(__file__).resolve().parent
-    out = cfg.home / "tmp" / "kcure-py-files.zip"
-    newest = max(p.stat().st_mtime for p in src.rglob("*.py"))
-    if out.exists() and out.stat().st_mtime >= newest:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=".kcure-py-files-", suffix=".zip")  # concurrent builds
-    with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(src.rglob("*.py")):
-            z.write(p, Path("kcure") / p.relative_to(src))
-    os.replace(name, out)
-    return out
-
-
-def spark_submit_command(
-    cfg: Config, stage: str, build: str, properties: Path, *, truth: str | None = None
-) -> tuple[list[str], dict[str, str]]:
-    """The spark-submit command line for a stage, and the Spark properties to write to ``properties``.
-
-    Spark settings go in an owner-only properties file, not on the command line, where ``ps`` shows
-    them (some, such as object-store keys, are credentials). The command holds no secret.
-    """
-    from pyspark.find_spark_home import _find_spark_home
-
-    from kcure.core.spark import session_conf
-
-    spark_cfg = cfg.spark
-    deploy_mode = str(spark_cfg.get("deploy_mode", "client"))
-    cmd = [
-        str(Path(_find_spark_home()) / "bin" / "spark-submit"),
-        "--master",
-        str(spark_cfg["master"]),
-        "--deploy-mode",
-        deploy_mode,
-        "--name",
-        f"kcure-{stage}-{build}",
-        "--py-files",
-        str(package_zip(cfg)),
-        "--files",
-        ",".join(str(cfg.conf_dir / name) for name in sorted(cfg.raw)),
-        "--properties-file",
-        str(properties),
-    ]
-    conf = session_conf(spark_cfg)
-    # client mode: the driver runs here, with this interpreter (the one that has kcure's dependencies)
-    conf.setdefault("spark.pyspark.driver.python", sys.executable)
-    if deploy_mode == "cluster":  # the driver runs remotely: it reads the shipped configuration
-        conf["spark.yarn.appMasterEnv.KCURE_CONF"] = "."
-        conf["spark.kubernetes.driverEnv.KCURE_CONF"] = "."
-    cmd += [str(jobs_dir() / f"{stage}.py"), "--build", build]
-    if truth and stage == "link":
-        cmd += ["--truth", str(truth)]
-    return cmd, conf
-
-
-def _properties(conf: dict[str, str]) -> bytes:
-    """Java properties text (backslashes escaped; Spark reads it as ISO-8859-1 escapes otherwise)."""
-    return "".join(f"{k} {str(v).replace(chr(92), chr(92) * 2)}\n" for k, v in conf.items()).encode()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def submit(cfg: Config, stage: str, build: str, *, truth: str | None = None) -> None:
-    """Run a stage with spark-submit against the configured cluster; its log goes to the build's reports."""
-    from kcure.core.suites import expectations_dir
-
-    log = summary_path(cfg, build, stage).with_suffix(".log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # nothing secret-bearing passes through: the stage gets back only the files of its own secrets
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith("KCURE_") and "SECRET" in k) and not k.startswith("AIRFLOW_CONN_KCURE_")
-    }
-    env.update(
-        {
-            "KCURE_HOME": str(cfg.home),
-            "KCURE_CONF": str(cfg.conf_dir),
-            "KCURE_ENV": cfg.environment,
-            # the driver imports kcure from the shipped zip: name the folders it reads explicitly
-            "KCURE_EXPECTATIONS": str(expectations_dir()),
-            "KCURE_JOBS_DIR": str(jobs_dir()),
-            "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
-            "PYSPARK_DRIVER_PYTHON": env.get("PYSPARK_DRIVER_PYTHON", sys.executable),
-        }
-    )
-    shm = Path("/dev/shm")  # memory-backed where available: nothing reaches a disk
-    secret_dir = Path(tempfile.mkdtemp(prefix="kcure-secrets-", dir=shm if shm.is_dir() else None))  # 0700
-    try:
-        cmd, conf = spark_submit_command(cfg, stage, build, secret_dir / "spark.properties", truth=truth)
-        _write_private(secret_dir / "spark.properties", _properties(conf))
-        for kind in STAGE_SECRETS[stage]:
-            value = secrets.load(kind, min_bytes=_min_bytes(cfg))
-            _write_private(secret_dir / kind, value.raw())
-            env[f"{secrets.NAMES[kind]}_FILE"] = str(secret_dir / kind)
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
-    finally:
-        shutil.rmtree(secret_dir, ignore_errors=True)
-    if proc.returncode != 0:  # the log may quote Spark errors: point to it (owner-only), never copy it
-        raise StageFailed(
-            f"{stage} of build {build} failed on {cfg.spark['master']} (exit {proc.returncode}); "
-            f"see the spark-submit log {log}"
-        )
-
-
-# --- the stages after Spark ------------------------------------------------------------------------
-
-
-def publish(cfg: Config, build: str, tag: str) -> dict[str, Any]:
-    """Publish the build as ``tag`` if, and only if, its gates passed."""
-    from kcure.stages import publish as publishing
-
-    check_id(build)
-    check_id(tag, "release tag")
-    gates = read_summary(cfg, build, "gates")
+    tag = run.plan.release
+    if not tag:
+        raise StageFailed(f"build {run.plan.build}: no release tag to publish it as")
+    gates = read_json(run.zones.summary("check")) or {}
     if not gates.get("success"):
         raise StageFailed(
-            f"release gates failed for build {build}; release {tag} was NOT published:\n"
+            f"release gates failed for build {run.plan.build}; release {tag} was NOT published:\n"
             + "\n".join(gates.get("failures") or [])
         )
-    t0 = time.perf_counter()
-    r = publishing.publish(cfg, build, tag, publishing.manifest_for(cfg, build))
-    summary = {
+    r = publish.publish(run.cfg, run.plan.build, tag, publish.manifest_for(run.cfg, run.plan.build))
+    return {
         "release": r.tag,
         "build": r.build,
         "published_at": r.created_at.isoformat(),
         "row_counts": r.manifest["row_counts"],
-        "seconds": round(time.perf_counter() - t0, 2),
+        "empty_tables": r.manifest.get("empty_tables") or {},
     }
-    _write_summary(cfg, build, "publish", summary)
-    return summary
 
 
-def report(cfg: Config, build: str, tag: str) -> dict[str, Any]:
+def _report(run: Run) -> dict[str, Any]:
     from kcure.access.report import render
 
-    summary = {"release": tag, "report": str(render(cfg, tag))}
-    _write_summary(cfg, build, "report", summary)
+    return {"release": run.plan.release, "report": str(render(run.cfg, run.plan.release))}
+
+
+STAGES = (
+    Stage(
+        "pseudonymize", ("staging",), ("pseudonymized",), ("pseudonymized",), ("linkage", "library"), True, None,
+        _pseudonymize,
+        "A missing or short secret (KCURE_LINKAGE_SECRET / KCURE_LIBRARY_SECRET or the Airflow connections "
+        "kcure_linkage_secret / kcure_library_secret) fails here without retrying. Otherwise see the Spark log; "
+        "staging is untouched and a re-run starts the stage again.",
+    ),
+    Stage(
+        "link", ("pseudonymized",), ("linked",), ("linked",), ("library",), True, "pseudonymize", _link,
+        "See the Spark log; pseudonymized/<build> is intact, so clearing this task re-runs only the link.",
+    ),
+    Stage(
+        "protect", ("linked",), ("protected",), ("protected",), (), True, "link", _protect,
+        "See the Spark log; linked/<build> is intact, so clearing this task re-runs only the recoding.",
+    ),
+    Stage(
+        "check", ("protected", "linked", "staging"), ("reports",), ("data_docs",), (), True, "protect", _check,
+        "The check step itself crashed (a failed gate does not fail it, it stops publish). See the Spark log.",
+    ),
+    Stage(
+        "publish", ("protected", "reports"), ("warehouse", "catalog"), (), (), False, "check", _publish,
+        "Gates failed (the message lists the table, check and a few pseudonymous keys) or the catalog was "
+        "unreachable. Nothing was published and the previous release stays current; fix the data or the rule "
+        "and trigger a new build.",
+    ),
+    Stage(
+        "report", ("warehouse",), ("reports",), (), (), False, "publish", _report,
+        "The release is published; only its HTML report failed. Re-run with `kcure report --release TAG`.",
+    ),
+)  # fmt: skip
+STAGE = {s.name: s for s in STAGES}
+NAMES = tuple(STAGE)
+
+
+# --- planning ---------------------------------------------------------------------------------------
+
+
+def _published(cfg: Config) -> list[Any]:
+    from kcure.core.catalog import list_releases, open_catalog
+
+    return list_releases(open_catalog(cfg))
+
+
+def plan(
+    cfg: Config,
+    build: str | None = None,
+    release: str | None = None,
+    *,
+    truth: str | None = None,
+    start: str | None = None,
+    stop: str | None = None,
+) -> Plan:
+    """The stages from ``start`` to ``stop`` (default: all, through ``check`` without a release tag).
+
+    Refuses a build that is already published (its files are a release's, immutable) and a tag
+    that is taken; publishing the same build as the same tag again is allowed and changes nothing.
+    """
+    build = check_id(build) if build else datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    if release is not None:
+        check_id(release, "release tag")
+    for name in (start, stop):
+        if name is not None and name not in STAGE:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(NAMES)}")
+    first = NAMES.index(start or NAMES[0])
+    last = NAMES.index(stop or ("report" if release else "check"))
+    stages = NAMES[first : last + 1]
+    if not stages:
+        raise ValueError(f"no stage between {start} and {stop}")
+    if not release and {"publish", "report"} & set(stages):
+        raise ValueError("publishing needs a release tag")
+    for r in _published(cfg):
+        if r.tag == release and r.build != build:
+            raise StageFailed(f"release {release} is already published from build {r.build}: choose a new tag")
+        if r.build == build and (r.tag != release or first < NAMES.index("publish")):
+            raise StageFailed(
+                f"build {build} is published as release {r.tag}; its outputs are immutable. Choose a new build id."
+            )
+    return Plan(build, release, stages, truth)
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def load_secrets(cfg: Config, stage: Stage) -> dict[str, Secret]:
+    """The stage's own secrets, checked (present, long enough) before any data is touched."""
+    return {kind: secret_store.load(kind, min_bytes=cfg.privacy.min_secret_bytes) for kind in stage.secrets}
+
+
+def run_stage(
+    cfg: Config, plan_: Plan, name: str, *, spark: SparkSession | None = None, here: bool = False
+) -> dict[str, Any]:
+    """Run one stage of a planned build and return its summary. ``here``: never spark-submit."""
+    from kcure import cluster
+
+    stage = STAGE[name]
+    zones = BuildZones(cfg, check_id(plan_.build))
+    keys = load_secrets(cfg, stage)
+    if stage.owns and any(r.build == plan_.build for r in _published(cfg)):
+        raise StageFailed(f"build {plan_.build} is published; its outputs are immutable. Choose a new build id.")
+    if stage.needs and not zones.summary(stage.needs).exists():
+        raise StageFailed(
+            f"{name} of build {plan_.build} needs the output of {stage.needs}, which has not completed: "
+            f"run it first (kcure build --build {plan_.build} --from {stage.needs})"
+        )
+    for later in NAMES[NAMES.index(name) :]:  # this run replaces what the stage, and all after it, made
+        zones.summary(later).unlink(missing_ok=True)
+    for folder in stage.owns:
+        clear(getattr(zones, folder))
+    if stage.spark and not here and cluster.is_cluster(cfg):
+        log = zones.summary(name).with_suffix(".log")
+        code = cluster.submit(cfg, name, _job_args(plan_), keys, log)
+        if code != 0:  # the log may quote Spark errors: point to it (owner-only), never copy it
+            raise StageFailed(f"{name} of build {plan_.build} failed on {cfg.spark['master']} (exit {code}); see {log}")
+        summary = read_json(zones.summary(name))
+        if summary is None:
+            raise StageFailed(f"{name} of build {plan_.build} left no summary at {zones.summary(name)}")
+        return dict(summary)
+    return _execute(Run(cfg, plan_, zones, spark, keys), stage)
+
+
+def _execute(run: Run, stage: Stage) -> dict[str, Any]:
+    own = stage.spark and run.spark is None
+    if own:
+        from kcure.core.spark import build_session
+
+        run.spark = build_session(run.cfg.spark, app_name=f"kcure-{stage.name}-{run.plan.build}")
+    try:
+        t0 = time.perf_counter()
+        summary = stage.body(run)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        if stage.spark:
+            summary["master"] = run.spark.sparkContext.master
+    finally:
+        if own:
+            run.spark.stop()
+    write_json_atomic(run.zones.summary(stage.name), summary, sort_keys=False)
     return summary
+
+
+def run_plan(
+    cfg: Config,
+    plan_: Plan,
+    *,
+    spark: SparkSession | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every stage of the plan in order; in local mode the Spark stages share one session (``spark``,
+    or one made for the build and stopped after it)."""
+    from kcure import cluster
+
+    for name in plan_.stages:  # refuse before any data is touched
+        load_secrets(cfg, STAGE[name])
+    own = None
+    summaries: dict[str, dict[str, Any]] = {}
+    try:
+        for name in plan_.stages:
+            if STAGE[name].spark and spark is None and not cluster.is_cluster(cfg):
+                from kcure.core.spark import build_session
+
+                spark = own = build_session(cfg.spark, app_name=f"kcure-build-{plan_.build}")
+            summaries[name] = run_stage(cfg, plan_, name, spark=spark)
+            if on_stage is not None:
+                on_stage(name, summaries[name])
+    finally:
+        if own is not None:
+            own.stop()
+    return summaries
+
+
+# --- jobs/<stage>.py under spark-submit -------------------------------------------------------------
+
+
+def _job_args(plan_: Plan) -> list[str]:
+    args = ["--build", plan_.build]
+    if plan_.release:
+        args += ["--release", plan_.release]
+    if plan_.truth:
+        args += ["--truth", plan_.truth]
+    return args
+
+
+def job_main(stage: str, argv: list[str] | None = None) -> int:
+    """The entry point of ``jobs/<stage>.py`` (under spark-submit, or ``python jobs/<stage>.py``)."""
+    ap = argparse.ArgumentParser(prog=f"jobs/{stage}.py", description=f"the {stage} stage of a library build")
+    ap.add_argument("--build", required=True, help="build id, for example 2024.1")
+    ap.add_argument("--release", help="the release tag of the build, if it has one")
+    ap.add_argument("--truth", help="a synthetic population's _truth/ folder (link: adds precision and recall)")
+    args = ap.parse_args(argv)
+    run_stage(load_config(), Plan(args.build, args.release, (stage,), args.truth), stage, here=True)
+    return 0
+
+
+# --- housekeeping -----------------------------------------------------------------------------------
+
+
+def purge_builds(cfg: Config, days: float, now: float | None = None) -> list[Path]:
+    """Delete the build zones of builds whose last stage ran more than ``days`` ago.
+
+    pseudonymized/ and linked/ go for every such build; protected/ and the stage summaries only
+    for builds never published, because a release's files are its build's protected/ folder.
+    """
+    published = {r.build for r in _published(cfg)}
+    now = now or time.time()
+    removed = []
+    for summaries in sorted((cfg.local_path("reports") / "builds").glob("*")):
+        newest = max((p.stat().st_mtime for p in summaries.glob("*.json")), default=summaries.stat().st_mtime)
+        if now - newest <= days * 86400:
+            continue
+        zones = BuildZones(cfg, summaries.name)
+        doomed = [zones.pseudonymized, zones.linked]
+        if summaries.name not in published:
+            doomed += [zones.protected, summaries]
+        for path in doomed:
+            if path.exists():
+                clear(path)
+                removed.append(path)
+    return removed

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-STAGES = ["ingest", "pseudonymize", "link", "gates", "publish"]
+STAGES = ["ingest", "pseudonymize", "link", "protect", "check", "publish"]
 
 
 def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -> None:
@@ -36,8 +36,8 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert by["ingest"]["rows_in"] == r["landing"]["rows"] >= by["ingest"]["rows_out"]
     assert by["pseudonymize"]["rows_in"] == by["ingest"]["rows_out"]
     assert by["pseudonymize"]["peak_rss_mb"] > 250  # the JVM's memory is counted, not only Python's
-    assert by["publish"]["rows_out"] == by["gates"]["rows_out"]
-    assert set(by["gates"]["phases"]) == {"k_anonymity", "expectations", "referential_integrity", "accounting"}
+    assert by["publish"]["rows_out"] == by["check"]["rows_out"] == by["protect"]["rows_out"]
+    assert set(by["check"]["phases"]) == {"expectations", "referential_integrity", "accounting"}
     assert r["pipeline"]["seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.05)
     assert r["machine"]["cores"] >= 1
     assert len(r["git_sha"]) == 40 or r["git_sha"] == "unknown"
@@ -45,7 +45,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     for name in STAGES:
         assert f"| {name} |" in proc.stdout
     # Spark's own stage timings come from the jobs' event logs
-    apps = {"kcure-pseudonymize-bench", "kcure-link-bench", "kcure-gates-bench"}
+    apps = {f"kcure-{s}-bench" for s in ("pseudonymize", "link", "protect", "check")}
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
     assert any(s["work"].startswith("link: ") for s in r["spark_stages"])  # the jobs name their work

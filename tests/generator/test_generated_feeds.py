@@ -1,4 +1,4 @@
-"""The generated landing zone honours the data contract (SOURCES.md §2-3) and its own truth."""
+"""The generated landing zone honours the data contract (docs/contract.md §2-3) and its own truth."""
 
 from __future__ import annotations
 

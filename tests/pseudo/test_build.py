@@ -1,4 +1,4 @@
-"""`kcure build` (pseudonymize + link) end to end on the small synthetic population."""
+"""`kcure build` (pseudonymize, link, protect, check) end to end on the small synthetic population."""
 
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ def test_linkage_meets_precision_and_recall_targets(built: Build) -> None:
 
 
 def test_library_tables_have_exactly_the_contract_names_and_types(built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
-    for table, spec in cfg.library["tables"].items():
-        schema = pq.read_schema(next((built.out / table).glob("*.parquet")))
-        assert [f.name for f in schema] == [c["name"] for c in spec["columns"]], table
-        assert [str(f.type) for f in schema] == [ARROW_TYPES[c["type"]] for c in spec["columns"]], table
+    for table, spec in cfg.library.tables.items():
+        for zone in (built.out, built.protected):
+            schema = pq.read_schema(next((zone / table).glob("*.parquet")))
+            assert [f.name for f in schema] == [c.name for c in spec.columns], table
+            assert [str(f.type) for f in schema] == [ARROW_TYPES[c.type] for c in spec.columns], table
     dictionary = json.loads((built.out / "_dictionary.json").read_text(encoding="utf-8"))
-    assert len(dictionary) == sum(len(s["columns"]) for s in cfg.library["tables"].values())
+    assert len(dictionary) == sum(len(s.columns) for s in cfg.library.tables.values())
     assert all(d["meaning"] for d in dictionary)
 
 
@@ -51,10 +52,8 @@ def test_every_staged_row_is_in_the_library_or_counted(built: Build, staged_loca
         assert r["staged"] == sum(r[s] for s in statuses) + r["duplicates_dropped"] + r["conflicts_dropped"], r
         assert r["in_library"] == r["linked_rrn"] + r["linked_secondary"] + r["linked_via_mid"]
     from kcure.core.config import load_config
-    from kcure.stages.link.linker import feed_table
 
-    by_feed = feed_table(load_config(REPO / "conf"))
-    for feed, table in by_feed.items():
+    for feed, table in load_config(REPO / "conf").library.by_feed.items():
         assert _table(built, table).num_rows == sum(r["in_library"] for r in report if r["_feed"] == feed), table
 
 
@@ -165,7 +164,8 @@ def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build
 
     tokens, korean, secrets = _sensitive(small_landing)
     assert len(tokens) > 10_000
-    files = [p for root in (built.out, built.pseudo, built.home / "reports") for p in root.rglob("*") if p.is_file()]
+    roots = (built.out, built.pseudo, built.protected, built.home / "reports")
+    files = [p for root in roots for p in root.rglob("*") if p.is_file()]
     files += [p for p in built.logs if p.is_file()]
     assert any("events" in str(p) for p in files)
     token_re = re.compile(r"[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*")

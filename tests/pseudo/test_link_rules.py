@@ -9,7 +9,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from kcure.core.secrets import Secret
-from kcure.stages.link import linker as link
+from kcure.stages.link import linker
 
 pytestmark = pytest.mark.spark
 LIB = Secret("library", b"l" * 40)
@@ -45,6 +45,7 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "METHOD string",
         "LATERCODE string",
         "GRADE string",
+        "_SEX string",
     ]
     tail = ("C169", "81403", "C169", "2", "10000", "7", "0", "2")
     _write(
@@ -53,12 +54,12 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "kccr_registry",
         reg_cols,
         [
-            (2015, "a", "sa", True, 2015, "1", "60-64", "201503", *tail),
-            (2016, "b", "sb", True, 2016, "2", "50-54", "201601", *tail),
-            (2016, None, "sc", False, 2016, "1", "70-74", "201606", *tail),  # bad RRN: joins through its SK
-            (2017, "e1", "sx", True, 2017, "2", "40-44", "201702", *tail),
-            (2017, "e2", "sx", True, 2017, "2", "40-44", "201702", *tail),  # same name, birth and sex as e1
-            (2011, "z", "sz", True, 2011, "1", "60-64", "201112", *tail),  # diagnosed before the window
+            (2015, "a", "sa", True, 2015, "1", "60-64", "201503", *tail, "1"),
+            (2016, "b", "sb", True, 2016, "2", "50-54", "201601", *tail, "2"),
+            (2016, None, "sc", False, 2016, "1", "70-74", "201606", *tail, "1"),  # bad RRN: joins through its SK
+            (2017, "e1", "sx", True, 2017, "2", "40-44", "201702", *tail, "2"),
+            (2017, "e2", "sx", True, 2017, "2", "40-44", "201702", *tail, "2"),  # same name, birth and sex as e1
+            (2011, "z", "sz", True, 2011, "1", "60-64", "201112", *tail, "1"),  # diagnosed before the window
         ],
     )
     bfc_cols = [
@@ -71,6 +72,7 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "CTRB_VTILE int",
         "DSB_GRADE string",
         "DSB_TYPE string",
+        "_SEX string",
     ]
     pay = ("60-64", "Seoul", "5", 10, None, None)
     _write(
@@ -79,13 +81,13 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "nhis_eligibility",
         bfc_cols,
         [
-            (2015, "a", "sa", True, 2015, "2", *pay),  # sex disagrees with the registry
-            (2016, None, "sa", False, 2016, "1", *pay),  # bad RRN, SK of a cohort person -> linked_secondary
-            (2016, "c", "sc", True, 2016, "1", *pay),  # the valid-RRN record that lets the registry's bad RRN join
-            (2016, "d", "sd", True, 2016, "1", *pay),  # not in the registry -> out of cohort
-            (2017, None, "sx", False, 2017, "2", *pay),  # SK shared by two cohort people -> unlinked
-            (2017, "b", "sb", True, 2017, "2", *pay),
-            (2017, "b", "sb", True, 2017, "2", *pay),  # exact duplicate
+            (2015, "a", "sa", True, 2015, "2", *pay, "2"),  # sex disagrees with the registry
+            (2016, None, "sa", False, 2016, "1", *pay, "1"),  # bad RRN, SK of a cohort person -> linked_secondary
+            (2016, "c", "sc", True, 2016, "1", *pay, "1"),  # the valid-RRN record that lets the registry's bad RRN join
+            (2016, "d", "sd", True, 2016, "1", *pay, "1"),  # not in the registry -> out of cohort
+            (2017, None, "sx", False, 2017, "2", *pay, "2"),  # SK shared by two cohort people -> unlinked
+            (2017, "b", "sb", True, 2017, "2", *pay, "2"),
+            (2017, "b", "sb", True, 2017, "2", *pay, "2"),  # exact duplicate
         ],
     )
     _write(
@@ -98,7 +100,7 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
             (2019, "b", "sb", True, "20190501", "C169", None, "2"),
         ],
     )
-    return link.run(spark, c, LIB, "b"), spark
+    return linker.run(spark, c, LIB, root, home / "linked" / "b"), spark
 
 
 def test_report_counts_every_rule(linked) -> None:  # type: ignore[no-untyped-def]

@@ -98,7 +98,7 @@ def test_age_bands_with_85_plus(spark) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_kcd_residence_and_treatment_code_generalization(spark) -> None:  # type: ignore[no-untyped-def]
-    classes = {"Seoul": ["11"], "Metropolitan": ["26", "27", "28", "29", "30", "31"], "Other": "*"}
+    classes = {"Seoul": ["11"], "Metropolitan": ["26", "27", "28", "29", "30", "31"], "Other": None}
     df = spark.createDataFrame(
         [
             ("C1690", "11", "3", "641900330"),

@@ -1,92 +1,65 @@
-"""Release gates fail on purpose-made bad input, and then nothing is published."""
+"""The protect and check stages, and the publish refusal, run through the stage model on copies of
+build t1: a failed gate stops the real publish, and nothing becomes visible."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from pathlib import Path
+import json
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from kcure import pipeline
 from kcure.core import catalog
-from kcure.stages import check as gates
-from tests.build_fixture import Build
+from kcure.core.zones import PRIVACY, read_json
+from kcure.stages.protect.recode import person_qis
+from tests.build_fixture import Build, copy_build
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+QIS = ("SEX", "AGE", "SIDO", "DBYEAR", "TCODE3")
 
 
-def _copy_build(built: Build, name: str) -> Path:
-    dst = built.home / "linked" / name
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(built.out, dst)
-    return dst
-
-
-def _rewrite(table_dir: Path, fn) -> None:  # type: ignore[no-untyped-def]
+def _rewrite(table_dir, fn) -> None:  # type: ignore[no-untyped-def]
     f = sorted(table_dir.glob("*.parquet"))[0]
-    pq.write_table(fn(pq.read_table(f)), f)
+    t = fn(pq.read_table(f))
+    f.unlink()  # protected files may be hard links to link's: replace the name, never write through it
+    pq.write_table(t, f)
     (f.parent / f".{f.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum of the file we replaced
 
 
-def test_gates_pass_on_the_real_build_after_k_anonymity(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
-    import json
+def _min_class(spark, rgst, bfc, qis) -> int:  # type: ignore[no-untyped-def]
+    people = person_qis(spark.read.parquet(str(rgst)), spark.read.parquet(str(bfc)), qis).toPandas()
+    return int(people.fillna("*").astype(str).groupby(list(qis)).size().min())
 
-    home_cfg = dataclasses.replace(cfg, home=built.home)
-    out = _copy_build(built, "good")
-    report = gates.run(spark, home_cfg, "good")
-    assert report.success, [c.message() for c in report.failures]
-    assert len(report.checks) > 20
-    assert (built.home / "reports" / "releases" / "good" / "data_docs" / "index.html").exists()
-    privacy = json.loads((out / "_privacy.json").read_text())
+
+def _visible(c, tag: str) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
+    """The published tags, and the library tables holding a snapshot tagged ``tag``."""
+    cat = catalog.open_catalog(c)
+    tagged = [
+        t
+        for t in c.library.tables
+        if cat.table_exists(f"library.{t}") and cat.load_table(f"library.{t}").snapshot_by_name(tag) is not None
+    ]
+    return [r.tag for r in catalog.list_releases(cat)], tagged
+
+
+def test_the_checked_build_passes_every_gate_after_k_anonymity(spark, built: Build) -> None:  # type: ignore[no-untyped-def]
+    check = read_json(built.home / "reports" / "builds" / "t1" / "check.json")
+    assert check["success"], check["failures"]
+    assert len(check["checks"]) > 20
+    assert (built.home / "reports" / "releases" / "t1" / "data_docs" / "index.html").exists()
+    privacy = read_json(built.protected / PRIVACY)
     assert privacy["min_class_after"] >= 5 > privacy["min_class_before"]
     assert privacy["costs"][0]["step"] == "site_to_block:TCODE3"
-    # the recoding reached the released table: every first-diagnosis class now has at least k people
-    from kcure.stages.protect.recode import QIS, person_qis
-
-    people = person_qis(spark.read.parquet(str(out / "RGST")), spark.read.parquet(str(out / "BFC"))).toPandas()
-    assert people.fillna("*").astype(str).groupby(QIS).size().min() >= 5
-    assert len(people) == privacy["people"] - privacy["people_dropped"]
-
-
-def test_running_the_gates_again_starts_from_the_link_output(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
-    """An Airflow retry reruns the gates task on the same build: k-anonymity must not apply twice."""
-    import json
-
-    home_cfg = dataclasses.replace(cfg, home=built.home)
-    out = _copy_build(built, "rerun")
-    assert gates.run(spark, home_cfg, "rerun").success
-    first = json.loads((out / "_privacy.json").read_text())
-    rows = {t: pq.read_table(out / t).num_rows for t in cfg.library["tables"]}
-    rgst = pq.read_table(out / "RGST").sort_by("SN_KEY").to_pylist()
-    assert first["min_class_before"] < 5 and first["costs"], "the fixture must need recoding for this test to mean much"
-
-    kept = out / "_pre_privacy"
-    assert (kept / "RGST").is_dir() and kept.stat().st_mode & 0o077 == 0  # link's version, owner-only
-
-    # a retry, and a retry after a crash that left the replaced RGST half-swapped (gone from its place)
-    for crash in (False, True):
-        if crash:
-            shutil.rmtree(out / "RGST")
-        assert gates.run(spark, home_cfg, "rerun").success
-        again = json.loads((out / "_privacy.json").read_text())
-        assert again == first  # the same classes before, the same recoding and drops
-        assert {t: pq.read_table(out / t).num_rows for t in cfg.library["tables"]} == rows
-        assert pq.read_table(out / "RGST").sort_by("SN_KEY").to_pylist() == rgst
-
-
-def test_a_class_smaller_than_k_fails_when_dropping_is_not_allowed(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
-    raw = {**cfg.raw, "privacy.yaml": {**cfg.raw["privacy.yaml"], "drop_last_resort": False, "recoding": []}}
-    strict = dataclasses.replace(cfg, home=built.home, raw=raw)
-    _copy_build(built, "strict")
-    before = [r.tag for r in catalog.list_releases(catalog.open_catalog(strict))]
-    with pytest.raises(gates.GateFailed) as exc:
-        gates.publish_if_clean(spark, strict, "strict", "strict")
-    msg = str(exc.value)
-    assert "*: k-anonymity (k=5) failed" in msg and "classes smaller than k=5" in msg
-    assert [r.tag for r in catalog.list_releases(catalog.open_catalog(strict))] == before
+    assert privacy["quasi_identifiers"] == list(QIS)
+    # the recoding reached the protected tables: every first-diagnosis class now has at least k people
+    assert _min_class(spark, built.protected / "RGST", built.protected / "BFC", QIS) >= 5
+    # and only there: link's tables keep link's values (protect writes its own zone, never link's)
+    assert _min_class(spark, built.out / "RGST", built.out / "BFC", QIS) == privacy["min_class_before"]
+    modes = {p.stat().st_mode & 0o077 for p in [built.protected, *built.protected.rglob("*")]}
+    assert modes == {0}, "protected/<build> must be owner-only"
 
 
 @pytest.mark.parametrize(
@@ -97,12 +70,13 @@ def test_a_class_smaller_than_k_fails_when_dropping_is_not_allowed(spark, built:
         ("rrn_shaped", "RGST", "expect_column_values_to_not_match_regex(TX)"),
     ],
 )
-def test_each_gate_fails_on_bad_input_and_nothing_is_published(
+def test_a_failed_gate_stops_the_real_publish_and_nothing_becomes_visible(
     spark, built: Build, cfg, case: str, table: str, check: str
 ) -> None:  # type: ignore[no-untyped-def]
-    home_cfg = dataclasses.replace(cfg, home=built.home)
+    c = dataclasses.replace(cfg, home=built.home)
     build = f"bad-{case}"
-    out = _copy_build(built, build)
+    copy_build(built.home, "t1", built.home, build)
+    out = built.home / "protected" / build
     if case == "duplicated_key":
         _rewrite(out / "T200", lambda t: pa.concat_tables([t, t.slice(0, 1)]))
     elif case == "orphan_mid":
@@ -119,13 +93,65 @@ def test_each_gate_fails_on_bad_input_and_nothing_is_published(
                 pc.if_else(pc.equal(pa.array(range(t.num_rows)), 0), "800101-1234560", t["TX"]),
             ),
         )
-    before = [r.tag for r in catalog.list_releases(catalog.open_catalog(home_cfg))]
-    with pytest.raises(gates.GateFailed) as exc:
-        gates.publish_if_clean(spark, home_cfg, build, f"bad-{case}")
+    before = _visible(c, build)
+    plan = pipeline.plan(c, build, build, start="check")
+    summary = pipeline.run_stage(c, plan, "check", spark=spark)  # the real check stage
+    assert summary["success"] is False
+    assert any(f.startswith(f"{table}: {check} failed") for f in summary["failures"]), summary["failures"]
+    with pytest.raises(pipeline.StageFailed) as exc:
+        pipeline.run_stage(c, plan, "publish")  # the real publish: the one place a release is refused
     msg = str(exc.value)
-    assert "nothing was published" in msg
-    assert f"{table}: {check} failed" in msg
+    assert f"release {build} was NOT published" in msg and f"{table}: {check} failed" in msg
     assert "800101-1234560" not in msg
     if case != "rrn_shaped":
         assert "for example" in msg  # failing rows shown by pseudonymous key
-    assert [r.tag for r in catalog.list_releases(catalog.open_catalog(home_cfg))] == before
+    assert _visible(c, build) == before and before[1] == []
+    assert not (built.home / "reports" / "builds" / build / "publish.json").exists()
+
+
+def test_a_class_smaller_than_k_fails_when_dropping_is_not_allowed(spark, built: Build, cfg) -> None:  # type: ignore[no-untyped-def]
+    raw = {**cfg.raw, "privacy.yaml": {**cfg.raw["privacy.yaml"], "drop_last_resort": False, "recoding": []}}
+    strict = dataclasses.replace(cfg, home=built.home, raw=raw)
+    copy_build(built.home, "t1", built.home, "strict", zones=("linked",))
+    plan = pipeline.plan(strict, "strict", "strict", start="protect")
+    assert pipeline.run_stage(strict, plan, "protect", spark=spark)["success"] is False
+    assert not (built.home / "protected" / "strict" / "RGST").exists()  # no table is written: nothing to publish
+    summary = pipeline.run_stage(strict, plan, "check", spark=spark)
+    assert next(c["check"] for c in summary["checks"] if not c["success"]) == "k-anonymity (k=5)"
+    with pytest.raises(pipeline.StageFailed) as exc:
+        pipeline.run_stage(strict, plan, "publish")
+    msg = str(exc.value)
+    assert "*: k-anonymity (k=5) failed" in msg and "classes smaller than k=5" in msg
+    assert _visible(strict, "strict")[1] == []
+
+
+def test_the_quasi_identifier_list_in_conf_drives_the_enforced_classes(spark, built: Build, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Residence left out of k_anonymity.quasi_identifiers: it is neither measured nor recoded."""
+    import shutil
+
+    import yaml
+
+    from kcure.core.config import load_config
+    from tests.conftest import REPO
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    privacy = yaml.safe_load((conf / "privacy.yaml").read_text(encoding="utf-8"))
+    privacy["k_anonymity"]["quasi_identifiers"] = ["SEX", "AGE", "DBYEAR", "TCODE3"]
+    privacy["recoding"] = [s for s in privacy["recoding"] if s["column"] != "SIDO"]
+    (conf / "privacy.yaml").write_text(yaml.safe_dump(privacy), encoding="utf-8")
+    four = dataclasses.replace(load_config(conf), home=built.home)
+    copy_build(built.home, "t1", built.home, "qi4", zones=("linked",))
+    summary = pipeline.run_stage(
+        four, pipeline.plan(four, "qi4", start="protect", stop="protect"), "protect", spark=spark
+    )
+    got, five = summary["privacy"], read_json(built.protected / PRIVACY)
+    assert got["success"] and got["quasi_identifiers"] == ["SEX", "AGE", "DBYEAR", "TCODE3"]
+    assert got["class_size_distribution"] != five["class_size_distribution"]
+    assert "suppress:SIDO" in [c["step"] for c in five["costs"]]  # with residence a QI, t1 needed it
+    assert "suppress:SIDO" not in [c["step"] for c in got["costs"]]
+    qi4 = built.home / "protected" / "qi4"
+    assert _min_class(spark, qi4 / "RGST", qi4 / "BFC", ("SEX", "AGE", "DBYEAR", "TCODE3")) >= 5
+    sido = set(pq.read_table(qi4 / "BFC").column("SIDO").to_pylist())
+    assert "*" not in sido and "*" in set(pq.read_table(built.protected / "BFC").column("SIDO").to_pylist())
+    assert json.loads(json.dumps(got)) == read_json(qi4 / PRIVACY)

@@ -1,9 +1,8 @@
-"""Releases: Iceberg tables registered from the link job's files, immutable, all or nothing, queryable."""
+"""Releases: Iceberg tables registered from the protect stage's files, immutable, all or nothing, queryable."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -12,21 +11,20 @@ import pytest
 from kcure.access import query as access
 from kcure.core import catalog
 from kcure.stages import publish as publishing
-from tests.build_fixture import Build
+from tests.build_fixture import Build, copy_build
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def published(built: Build, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """Release 2024.1 from build t1, then build t2 (t1 without 2012 diagnoses) as 2024.2 via a crash and a re-run."""
+    """Release 2024.1 from build t1, then build t2 (t1 without women's cancers) as 2024.2 via a crash, a re-run."""
     home_cfg = dataclasses.replace(cfg, home=built.home)
     first = publishing.publish(home_cfg, "t1", "2024.1", publishing.manifest_for(home_cfg, "t1"))
-    t2 = built.home / "linked" / "t2"
-    shutil.copytree(built.out, t2)
-    for f in (t2 / "RGST").glob("*.parquet"):
+    copy_build(built.home, "t1", built.home, "t2", zones=("protected",))
+    for f in (built.home / "protected" / "t2" / "RGST").glob("*.parquet"):
         t = pq.read_table(f)
-        pq.write_table(t.filter(pc.not_equal(t["DBYEAR"], 2012)), f)
+        pq.write_table(t.filter(pc.not_equal(t["SEX"], "2")), f)
     with pytest.raises(catalog.ReleaseError, match="injected crash after 3"):
         publishing.publish(home_cfg, "t2", "2024.2", publishing.manifest_for(home_cfg, "t2"), _crash_after=3)
     cat = catalog.open_catalog(home_cfg)
@@ -40,7 +38,7 @@ def test_release_reads_back_through_pyiceberg_with_the_manifest_counts(published
     cat = catalog.open_catalog(home_cfg)
     for name, n in first.manifest["row_counts"].items():
         t = access.read_table(cat, first, name)
-        assert t.num_rows == n == pq.read_table(built.out / name).num_rows, name
+        assert t.num_rows == n == pq.read_table(built.protected / name).num_rows, name
     assert [f.name for f in access.read_table(cat, first, "RGST").schema][:3] == ["SN_KEY", "DBYEAR", "SEX"]
 
 
@@ -59,7 +57,7 @@ def test_a_crash_between_tables_leaves_the_previous_release_current(published) -
 
 def test_two_releases_stay_independently_queryable(published) -> None:  # type: ignore[no-untyped-def]
     home_cfg, first, _, second = published
-    q = "select count(*) from RGST where DBYEAR = 2012"
+    q = "select count(*) from RGST where SEX = '2'"
     assert access.query(home_cfg, q, "2024.1").fetchall()[0][0] > 0
     assert access.query(home_cfg, q, "2024.2").fetchall()[0][0] == 0
     assert access.query(home_cfg, q).fetchall()[0][0] == 0  # latest

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from kcure.access import diff as D
 from kcure.access import query as access
 from kcure.access import report
 from kcure.stages import publish as publishing
-from tests.build_fixture import Published
+from tests.build_fixture import Published, copy_build
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
@@ -59,14 +58,18 @@ def two_releases(local_release: Published, cfg):  # type: ignore[no-untyped-def]
     """'local': build t1 through every gate. 2025.2: the same minus the 2019 deaths, plus a VCN column."""
     c1, first = local_release.cfg, local_release.release
     home = c1.home
-    shutil.copytree(home / "linked" / "r1", home / "linked" / "r2")
+    copy_build(home, "r1", home, "r2", zones=("protected",))
     _rewrite(
-        home / "linked" / "r2" / "DEATH",
+        home / "protected" / "r2" / "DEATH",
         lambda t: t.filter(pc.invert(pc.starts_with(t["DREGDATE"], "2019"))),
     )
-    _rewrite(home / "linked" / "r2" / "VCN", lambda t: t.append_column("VCN_SITE", pa.nulls(t.num_rows, pa.string())))
+    _rewrite(
+        home / "protected" / "r2" / "VCN", lambda t: t.append_column("VCN_SITE", pa.nulls(t.num_rows, pa.string()))
+    )
     raw = copy.deepcopy(cfg.raw)
-    raw["library.yaml"]["tables"]["VCN"]["columns"].append({"name": "VCN_SITE", "type": "string", "meaning": "site"})
+    raw["library.yaml"]["tables"]["VCN"]["columns"].append(
+        {"name": "VCN_SITE", "type": "string", "meaning": "site", "rule": "copy", "from": "VCNCD"}
+    )
     c2 = dataclasses.replace(cfg, home=home, raw=raw)
     second = publishing.publish(c2, "r2", "2025.2", publishing.manifest_for(c2, "r2"))
     return c1, c2, first, second
@@ -82,12 +85,12 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
         marks.plots
     )
 
-    k = first.manifest["privacy"]["k"]
+    threshold = c1.privacy.min_cell_count  # conf/privacy.yaml export.min_cell_count
 
     def expected(sql: str) -> dict[str, str]:
-        """What a plot should say for each label: the count, or '' where it is below k (masked)."""
+        """What a plot should say for each label: the count, or '' where it is below the threshold (masked)."""
         counts = dict(access.query(c1, sql, "local").fetchall())
-        return {str(x): ("" if 0 < n < k else str(float(n))) for x, n in counts.items()}
+        return {str(x): ("" if 0 < n < threshold else str(float(n))) for x, n in counts.items()}
 
     year = f"select {report.YEAR_SQL}, count(*) from RGST group by 1"
     shown = {m["data-label"]: m["data-value"] for m in marks.plots["cohort-by-year"]}
@@ -109,9 +112,11 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
     assert {m["data-label"]: int(float(m["data-value"])) for m in marks.plots["k-distribution"]} == dist
     assert min(int(s.rstrip("+")) for s in dist) >= first.manifest["privacy"]["k"]
 
-    # year x site: cells below k are masked, never printed
+    # year x site: cells below the threshold are masked, never printed
     grid = marks.plots["cohort-year-site"]
-    assert all(c["data-value"] == "" or float(c["data-value"]) == 0 or float(c["data-value"]) >= k for c in grid)
+    assert all(
+        c["data-value"] == "" or float(c["data-value"]) == 0 or float(c["data-value"]) >= threshold for c in grid
+    )
 
     # Data Docs are linked and rendered for every library table (T200 included: GX once dropped them)
     docs = [h for h in marks.links if h.endswith("data_docs/index.html")]

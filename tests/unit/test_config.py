@@ -86,5 +86,96 @@ def test_bad_column_type_names_file_and_column(tmp_path: Path) -> None:
     (conf / "feeds.yaml").write_text(
         text.replace("{name: TX, type: string}", "{name: TX, type: blob}"), encoding="utf-8"
     )
-    with pytest.raises(ConfigError, match=r"feeds.kccr_registry.TX: unknown type 'blob'"):
+    with pytest.raises(ConfigError) as exc:
         load_config(conf)
+    assert str(exc.value).startswith(
+        f"{conf / 'feeds.yaml'} feeds.kccr_registry.columns[16].type: 'blob' is not one of"
+    )
+
+
+def _edited(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)
+    text = (conf / file).read_text(encoding="utf-8")
+    assert old in text, old
+    (conf / file).write_text(text.replace(old, new), encoding="utf-8")
+    return conf
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "where", "problem"),
+    [
+        (
+            "privacy.yaml",
+            "quasi_identifiers: [SEX, AGE, SIDO, DBYEAR, TCODE3]",
+            "quasi_identifiers: [SEX, AGE, SIDO, DBYEAR, SITE]",
+            "k_anonymity.quasi_identifiers[4]",
+            "unknown quasi-identifier 'SITE'",
+        ),
+        (
+            "privacy.yaml",
+            "quasi_identifiers: [SEX, AGE, SIDO, DBYEAR, TCODE3]",
+            "quasi_identifiers: [SEX, AGE, DBYEAR, TCODE3]",
+            "recoding[3].column",
+            "SIDO is not one of k_anonymity.quasi_identifiers",
+        ),
+        ("privacy.yaml", "  k: 5\n", "  k: five\n", "k_anonymity.k", "expected int, got str 'five'"),
+        ("privacy.yaml", "  min_cell_count: 5", "  min_cell_count: 0", "export.min_cell_count", "must be a positive"),
+        ("privacy.yaml", "width: 10}", "width: 7}", "recoding[1].width", "does not contain whole 5-year bands"),
+        (
+            "library.yaml",
+            "{name: DBYEAR, type: int, from: FDX, rule: year,",
+            "{name: DBYEAR, type: int, from: NAME, rule: year,",
+            "tables.RGST.columns[1].from",
+            "NAME is a direct identifier of kccr_registry: no rule may release it",
+        ),
+        (
+            "library.yaml",
+            "{name: YID, type: string, from: YKIHO, rule: substitute,",
+            "{name: YID, type: string, from: YKIHO,",
+            "tables.T200.columns[2].rule",
+            "YKIHO is a source key of hira_t200: only rule substitute may release it",
+        ),
+        (
+            "library.yaml",
+            "{name: MID, type: string, rule: substitute, meaning: claim key,",
+            "{name: MID, type: string, rule: substitute, label: CLAIM, meaning: claim key,",
+            "tables.T300.columns.MID",
+            "the same key must get the same substitute",
+        ),
+        (
+            "library.yaml",
+            "rule: kcd, meaning: ICD-10",
+            "rule: kcdd, meaning: ICD-10",
+            "tables.RGST.columns[7].rule",
+            "'kcdd' is not one of",
+        ),
+        ("library.yaml", "  table: RGST\n", "  table: REGISTRY\n", "cohort.table", "'REGISTRY' is not one of"),
+        (
+            "feeds.yaml",
+            "    person_via: MID\n",
+            "    person_via: MIDX\n",
+            "feeds.hira_t300.person_via",
+            "'MIDX' is not a column",
+        ),
+    ],
+)
+def test_a_bad_rule_fails_at_load_naming_the_file_and_the_key(  # type: ignore[no-untyped-def]
+    tmp_path: Path, file: str, old: str, new: str, where: str, problem: str
+) -> None:
+    conf = _edited(tmp_path, file, old.replace("\\n", "\n"), new.replace("\\n", "\n"))
+    with pytest.raises(ConfigError) as exc:
+        load_config(conf)
+    assert str(exc.value).startswith(f"{conf / file} {where}: "), str(exc.value)
+    assert problem in str(exc.value)
+
+
+def test_the_typed_rules_are_what_the_files_say(cfg) -> None:  # type: ignore[no-untyped-def]
+    assert cfg.privacy.k == 5 and cfg.privacy.min_cell_count == 5 and cfg.privacy.l == 2
+    assert cfg.privacy.quasi_identifiers == ("SEX", "AGE", "SIDO", "DBYEAR", "TCODE3")
+    assert [s.label for s in cfg.privacy.recoding][:2] == ["site_to_block:TCODE3", "age_to_band:AGE"]
+    assert cfg.library.by_feed["hira_t300"] == "T300" and cfg.library.cohort.table == "RGST"
+    yid = next(c for c in cfg.library.tables["T200"].columns if c.name == "YID")
+    assert (yid.source, yid.rule) == ("YKIHO", "substitute")
+    assert cfg.feed("hira_t300").person_via == "MID" and not cfg.feed("hira_t300").names_person
+    assert cfg.feed("kostat_death").names_person

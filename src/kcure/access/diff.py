@@ -68,16 +68,17 @@ def _schema(cat: Any, name: str, release: catalog.Release) -> dict[str, str] | N
     return {f.name: str(f.field_type) for f in schema.fields}
 
 
-def _year_sql(specs: dict[str, Any], schema: str, name: str) -> str:
-    year = specs.get(name, {}).get("year")
-    if isinstance(year, dict):
-        parent = str(year["via"])
-        pyear = str(specs[parent]["year"])
+def _year_sql(cfg: Config, schema: str, name: str) -> str:
+    """Rows per year of one table: its ``year`` expression, or its parent row's (``year: {via: T200}``)."""
+    spec = cfg.library.tables.get(name)
+    if spec is not None and spec.year_via is not None:
+        key = cfg.feeds[spec.source].person_via
+        pyear = cfg.library.tables[spec.year_via].year or "NULL"
         return (
-            f'SELECT CAST({pyear} AS VARCHAR) AS y, count(*) AS n FROM "{schema}".{name} '
-            f'LEFT JOIN (SELECT MID, {pyear} AS _y FROM "{schema}".{parent}) p USING (MID) GROUP BY 1'
-        ).replace(f"CAST({pyear} AS", "CAST(p._y AS", 1)
-    expr = str(year) if year else "NULL"
+            f'SELECT CAST(p._y AS VARCHAR) AS y, count(*) AS n FROM "{schema}".{name} '
+            f'LEFT JOIN (SELECT {key}, {pyear} AS _y FROM "{schema}".{spec.year_via}) p USING ({key}) GROUP BY 1'
+        )
+    expr = spec.year if spec is not None and spec.year else "NULL"
     return f'SELECT CAST({expr} AS VARCHAR) AS y, count(*) AS n FROM "{schema}".{name} GROUP BY 1'
 
 
@@ -120,7 +121,7 @@ def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
     con = access.connect(cfg, ra, cat, schema="a")
     access.connect(cfg, rb, cat, con=con, schema="b")
     tables = []
-    names = list(dict.fromkeys([*cfg.library["tables"], *ra.snapshots, *rb.snapshots]))
+    names = list(dict.fromkeys([*cfg.library.tables, *ra.snapshots, *rb.snapshots]))
     for name in names:
         sa, sb = _schema(cat, name, ra), _schema(cat, name, rb)
         changes = []
@@ -140,7 +141,7 @@ def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
             if not present:
                 continue
             try:
-                counted = con.sql(_year_sql(cfg.library["tables"], schema, name)).fetchall()
+                counted = con.sql(_year_sql(cfg, schema, name)).fetchall()
             except duckdb.Error:  # the configured year column is not in that release: count the table whole
                 counted = con.sql(f"SELECT 'unknown', count(*) FROM \"{schema}\".{name}").fetchall()
             for y, n in counted:

@@ -12,6 +12,9 @@ from kcure.core.config import Config
 if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
 
+#: Iceberg's primitive types as DuckDB's
+DUCKDB = {"string": "VARCHAR", "int": "INTEGER", "long": "BIGINT", "double": "DOUBLE", "date": "DATE"}
+
 
 def read_table(cat: SqlCatalog, release: Release, name: str) -> pa.Table:
     table = cat.load_table(f"{NAMESPACE}.{name}")
@@ -28,9 +31,16 @@ def connect(cfg: Config, release: Release, cat: SqlCatalog | None = None, con: A
     if schema != "main":
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     for name, sid in release.snapshots.items():
-        files = [t.file.file_path for t in cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid).plan_files()]
-        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}])')
+        scan = cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid)
+        files = [t.file.file_path for t in scan.plan_files()]
+        if files:
+            listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}])')
+        else:  # a table published empty (nothing of its feed was staged): its columns, no rows
+            cols = ", ".join(
+                f'CAST(NULL AS {DUCKDB[str(f.field_type)]}) AS "{f.name}"' for f in scan.projection().fields
+            )
+            con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT {cols} WHERE false')
     return con
 
 

@@ -9,7 +9,7 @@ them against the release:
 * the distribution of k-anonymity equivalence-class sizes, with the recoding costs;
 * the gates, the inputs, the row counts, and links to the Great Expectations Data Docs.
 
-Counts below the release's k are masked in every cohort plot, as in any published aggregate
+Counts below ``export.min_cell_count`` are masked in every cohort plot, as in any published aggregate
 (a masked cell could still be derived by subtraction from its row's total; the page is for the
 review committee inside the closed environment, not for publication). No row-level value appears.
 """
@@ -267,44 +267,13 @@ def _link(target: Path, base: Path, text: str) -> str:
     return f'<a href="{E(os.path.relpath(target, base))}">{E(text)}</a>'
 
 
-def to_html(cfg: Config, d: ReportData, base: Path) -> str:
-    r = d.release
-    m = r.manifest
-    k = int((m.get("privacy") or {}).get("k") or cfg.privacy["k_anonymity"]["k"])
-    site_label = {s: f"{s} {SITE_NAMES[s]}" if s in SITE_NAMES else s for s, _ in d.by_site}
-
-    grid_cells: dict[tuple[str, str], float | None] = {}
-    grid_text: dict[tuple[str, str], str] = {}
-    for s in d.grid_rows:
-        for y in d.grid_cols:
-            n = d.grid.get((s, y), 0)
-            grid_cells[(s, y)] = float(n) if n == 0 or n >= k else None
-            grid_text[(s, y)] = f"{n:,}" if n == 0 or n >= k else f"<{k}"
-
-    feeds = sorted({f for f, _ in d.linkage})
-    years = sorted({y for _, y in d.linkage})
-    link_cells: dict[tuple[str, str], float | None] = {}
-    link_text: dict[tuple[str, str], str] = {}
-    for key, (linked, eligible) in d.linkage.items():
-        rate = 100.0 * linked / eligible if eligible else None
-        link_cells[key] = None if rate is None else round(rate, 2)
-        link_text[key] = "n/a" if rate is None else f"{rate:.1f}%"
-
+def _summary(cfg: Config, d: ReportData, base: Path) -> list[str]:
+    r, m = d.release, d.release.manifest
     gates = m.get("gates") or {}
     priv = m.get("privacy") or {}
-    q = m.get("linkage_quality")
+    k = int(priv.get("k") or cfg.privacy.k)
     docs = cfg.local_path("reports") / "releases" / r.build / "data_docs" / "index.html"
-    ingest_docs = cfg.local_path("reports") / "ingest" / "data_docs"
-
-    out: list[str] = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>K-CURE library release {E(r.tag)}</title><style>{CSS}</style></head><body>",
-        f"<h1>K-CURE library release {E(r.tag)}</h1>",
-        "<p>",
-        f"Build <b>{E(r.build)}</b>, published {r.created_at:%Y-%m-%d %H:%M:%S} UTC. ",
-        f"Code {E(str(m.get('code_version', 'unknown'))[:12])}, "
-        f"configuration sha256 {E(str(m.get('config_digest', ''))[:16])}…",
-        "</p>",
+    out = [
         "<h2>Summary for the review committee</h2>",
         "<ul>",
         f"<li>Gates: <span class='{'ok' if gates.get('success') else 'fail'}'>"
@@ -321,54 +290,76 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
             f"<li>l-diversity of {E(str(ld.get('attribute')))}: <span class='{cls}'>l = {ld.get('l')}</span> "
             f"(required {ld.get('required')}, a warning).</li>"
         )
+    q = m.get("linkage_quality")
     if q:
         out.append(
             f"<li>Linkage against the synthetic truth: precision {q['precision']:.6f}, recall {q['recall']:.6f}.</li>"
         )
+    for table, why in (m.get("empty_tables") or {}).items():
+        out.append(f"<li>{E(table)}: {E(why)}.</li>")
     out.append(f"<li>{sum(m['row_counts'].values()):,} rows in {len(m['row_counts'])} tables.</li></ul>")
+    return out
 
-    out.append("<h2>The cohort</h2>")
+
+def _cohort(cfg: Config, d: ReportData) -> list[str]:
+    threshold = cfg.privacy.min_cell_count  # export.min_cell_count: counts of people below it are masked
+    site_label = {s: f"{s} {SITE_NAMES[s]}" if s in SITE_NAMES else s for s, _ in d.by_site}
 
     def small(n: int) -> float | None:
-        return None if 0 < n < k else float(n)
+        return None if 0 < n < threshold else float(n)
 
-    out.append(
+    grid_cells: dict[tuple[str, str], float | None] = {}
+    grid_text: dict[tuple[str, str], str] = {}
+    for s in d.grid_rows:
+        for y in d.grid_cols:
+            n = d.grid.get((s, y), 0)
+            grid_cells[(s, y)] = small(n)
+            grid_text[(s, y)] = f"{n:,}" if grid_cells[(s, y)] is not None else f"<{threshold}"
+    return [
+        "<h2>The cohort</h2>",
         bar_chart(
             "cohort-by-year",
-            f"Registered cancers by diagnosis year (counts below k={k} masked)",
+            f"Registered cancers by diagnosis year (counts below {threshold} masked)",
             [(y, small(n)) for y, n in d.by_year],
             y_label="cancers",
-            masked=f"<{k}",
-        )
-    )
-    out.append(
+            masked=f"<{threshold}",
+        ),
         bar_chart(
             "cohort-by-site",
-            f"Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block; below k={k} masked)",
+            f"Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block; below {threshold} masked)",
             [(site_label[s], small(n)) for s, n in d.by_site],
             y_label="cancers",
-            masked=f"<{k}",
-        )
-    )
-    out.append(
+            masked=f"<{threshold}",
+        ),
         heatmap(
             "cohort-year-site",
-            f"Top {len(d.grid_rows)} sites by diagnosis year (counts below k={k} masked)",
+            f"Top {len(d.grid_rows)} sites by diagnosis year (counts below {threshold} masked)",
             d.grid_rows,
             d.grid_cols,
             grid_cells,
             text=grid_text,
             row_labels=site_label,
-        )
-    )
-    out.append("<h2>Linkage</h2>")
-    out.append(
+        ),
+    ]
+
+
+def _linkage(d: ReportData) -> list[str]:
+    feeds = sorted({f for f, _ in d.linkage})
+    years = sorted({y for _, y in d.linkage})
+    link_cells: dict[tuple[str, str], float | None] = {}
+    link_text: dict[tuple[str, str], str] = {}
+    for key, (linked, eligible) in d.linkage.items():
+        rate = 100.0 * linked / eligible if eligible else None
+        link_cells[key] = None if rate is None else round(rate, 2)
+        link_text[key] = "n/a" if rate is None else f"{rate:.1f}%"
+    out = [
+        "<h2>Linkage</h2>",
         "<p class='muted'>Rate = records linked to a cohort person (by RRN, by secondary key, or through their "
         "claim statement) / (linked + unlinked). Records of people outside the cohort are not in the "
-        "denominator.</p>"
-    )
-    out.append(heatmap("linkage-rate", "Linkage rate by feed and year", feeds, years, link_cells, text=link_text))
-    rep = m.get("linkage_report") or []
+        "denominator.</p>",
+        heatmap("linkage-rate", "Linkage rate by feed and year", feeds, years, link_cells, text=link_text),
+    ]
+    rep = d.release.manifest.get("linkage_report") or []
     if rep:
         sums: dict[str, dict[str, int]] = {}
         for row in rep:
@@ -376,26 +367,24 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
             for key, v in row.items():
                 if not key.startswith("_") and isinstance(v, int):
                     acc[key] = acc.get(key, 0) + v
-        cols = [c for c in next(iter(sums.values()))]
-        out.append(
-            _table(
-                ["feed", *cols],
-                [[f, *[s.get(c, 0) for c in cols]] for f, s in sums.items()],
-                set(range(1, len(cols) + 1)),
-            )
-        )
+        cols = list(next(iter(sums.values())))
+        rows = [[f, *[s.get(c, 0) for c in cols]] for f, s in sums.items()]
+        out.append(_table(["feed", *cols], rows, set(range(1, len(cols) + 1))))
+    return out
 
-    out.append("<h2>Privacy</h2>")
-    out.append(
+
+def _privacy(cfg: Config, d: ReportData) -> list[str]:
+    priv = d.release.manifest.get("privacy") or {}
+    qis = priv.get("quasi_identifiers") or cfg.privacy.quasi_identifiers
+    out = [
+        "<h2>Privacy</h2>",
         bar_chart(
             "k-distribution",
-            "Equivalence classes by size (quasi-identifiers: "
-            + ", ".join(cfg.privacy["k_anonymity"]["quasi_identifiers"])
-            + ")",
+            "Equivalence classes by size (quasi-identifiers: " + ", ".join(qis) + ")",
             [(s, float(n)) for s, n in d.k_distribution],
             y_label="classes",
-        )
-    )
+        ),
+    ]
     costs = priv.get("costs") or []
     if costs:
         out.append(_table(list(costs[0].keys()), [list(c.values()) for c in costs], set()))
@@ -404,35 +393,33 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
         out.append(
             f"<p>Rows dropped with dropped people: {E(', '.join(f'{t} {n:,}' for t, n in dropped.items()))}.</p>"
         )
+    return out
 
-    out.append("<h2>Gates</h2>")
-    out.append(
-        _table(
-            ["table", "check", "severity", "result", "detail"],
-            [
-                [c["table"], c["check"], c.get("severity", "critical"), _verdict(c), c.get("detail", "")]
-                for c in gates.get("checks") or []
-            ],
-        )
-    )
+
+def _gates_and_tables(d: ReportData) -> list[str]:
+    r, m = d.release, d.release.manifest
+    gates = m.get("gates") or {}
+    checks = gates.get("checks") or []
+    rows = [[c["table"], c["check"], c.get("severity", "critical"), _verdict(c), c.get("detail", "")] for c in checks]
+    out = ["<h2>Gates</h2>", _table(["table", "check", "severity", "result", "detail"], rows)]
     secs = gates.get("seconds") or {}
     if secs:
         out.append("<p class='muted'>Gate timings: " + E(", ".join(f"{p} {s:.1f}s" for p, s in secs.items())) + "</p>")
-    out.append("<h2>Tables</h2>")
-    out.append(
-        _table(
-            ["table", "rows", "snapshot"],
-            [[t, n, str(r.snapshots.get(t, ""))] for t, n in m["row_counts"].items()],
-            {1},
-        )
-    )
-    out.append("<h2>Inputs</h2>")
+    empty = m.get("empty_tables") or {}
+    tables = [[t, n, str(r.snapshots.get(t, "")), empty.get(t, "")] for t, n in m["row_counts"].items()]
+    out += ["<h2>Tables</h2>", _table(["table", "rows", "snapshot", "note"], tables, {1})]
+    return out
+
+
+def _inputs(cfg: Config, d: ReportData, base: Path) -> list[str]:
+    ingest_docs = cfg.local_path("reports") / "ingest" / "data_docs"
     rows = []
-    for i in m.get("inputs") or []:
+    for i in d.release.manifest.get("inputs") or []:
         idx = ingest_docs / i["feed"] / str(i["year"]) / "index.html"
         docs_link = _link(idx, base, "Data Docs") if idx.exists() else ""
         rows.append((i, docs_link))
-    out.append(
+    return [
+        "<h2>Inputs</h2>",
         "<table><thead><tr><th>feed</th><th>year</th><th>delivery</th><th class='n'>delivered</th>"
         "<th class='n'>staged</th><th class='n'>quarantined</th><th>ingest gate</th></tr></thead><tbody>"
         + "".join(
@@ -441,8 +428,28 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
             f"<td class='n'>{i['quarantined_rows']:,}</td><td>{link}</td></tr>"
             for i, link in rows
         )
-        + "</tbody></table>"
-    )
-    out.append("<p class='muted'>Generated by <code>kcure report</code>. No row-level value appears on this page.</p>")
-    out.append("</body></html>")
+        + "</tbody></table>",
+    ]
+
+
+def to_html(cfg: Config, d: ReportData, base: Path) -> str:
+    r, m = d.release, d.release.manifest
+    out: list[str] = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>K-CURE library release {E(r.tag)}</title><style>{CSS}</style></head><body>",
+        f"<h1>K-CURE library release {E(r.tag)}</h1>",
+        "<p>",
+        f"Build <b>{E(r.build)}</b>, published {r.created_at:%Y-%m-%d %H:%M:%S} UTC. ",
+        f"Code {E(str(m.get('code_version', 'unknown'))[:12])}, "
+        f"configuration sha256 {E(str(m.get('config_digest', ''))[:16])}…",
+        "</p>",
+        *_summary(cfg, d, base),
+        *_cohort(cfg, d),
+        *_linkage(d),
+        *_privacy(cfg, d),
+        *_gates_and_tables(d),
+        *_inputs(cfg, d, base),
+        "<p class='muted'>Generated by <code>kcure report</code>. No row-level value appears on this page.</p>",
+        "</body></html>",
+    ]
     return "\n".join(out)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table
 
+    from kcure.core.rules import LibraryTable
+
 NAMESPACE = "library"
 RELEASES = f"{NAMESPACE}._releases"
 ARROW = {"string": pa.string(), "int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "date": pa.date32()}
@@ -56,8 +58,8 @@ def open_catalog(cfg: Config) -> SqlCatalog:
     return cat
 
 
-def table_schema(spec: dict[str, Any]) -> pa.Schema:
-    return pa.schema([pa.field(c["name"], ARROW[c["type"]], nullable=True) for c in spec["columns"]])
+def table_schema(spec: LibraryTable) -> pa.Schema:
+    return pa.schema([pa.field(c.name, ARROW[c.type], nullable=True) for c in spec.columns])
 
 
 def _releases_table(cat: SqlCatalog) -> Table:

@@ -1,6 +1,10 @@
-"""Configuration: the YAML files in ``conf/`` and the paths derived from ``KCURE_HOME``.
+"""Configuration: the YAML files in ``conf/``, typed and validated at load, and the paths derived
+from ``KCURE_HOME``.
 
-One concern per file (``feeds.yaml``, ``pipeline.yaml``, ``privacy.yaml``, ``generator.yaml``).
+One concern per file: ``feeds.yaml`` (the delivered contract, :mod:`kcure.core.contract`),
+``library.yaml`` and ``privacy.yaml`` (the released tables and the rules that make them,
+:mod:`kcure.core.rules`), ``pipeline.yaml`` (paths, Spark, environment) and ``generator.yaml``
+(the synthetic population). A bad file fails :func:`load_config` with the file and the key.
 ``pipeline.yaml`` holds one ``environment`` setting (overridden by ``KCURE_ENV``) that picks the
 local or production block. Every path the pipeline writes derives from ``KCURE_HOME`` unless
 ``conf/`` overrides it with an absolute path or an ``s3://`` URL. Secrets are never read from here.
@@ -18,6 +22,11 @@ from typing import Any
 
 import yaml
 
+from kcure.core.contract import Column, ConfigError, Feed, parse_feeds
+from kcure.core.rules import Library, Privacy, parse_library, parse_privacy
+
+__all__ = ["Column", "Config", "ConfigError", "Feed", "Library", "Privacy", "load_config"]
+
 #: the source checkout this package runs from (the image names its folders with KCURE_* instead)
 REPO = Path(__file__).resolve().parents[3]
 CONF_FILES = ("feeds.yaml", "pipeline.yaml", "privacy.yaml", "generator.yaml", "library.yaml")
@@ -27,114 +36,12 @@ PATH_NAMES = (
     "quarantine",
     "pseudonymized",
     "linked",
+    "protected",
     "warehouse",
     "catalog",
     "reports",
     "airflow_home",
 )
-COLUMN_TYPES = {"string", "int", "float", "date", "code", "rrn"}
-ROLES = {None, "id", "qi", "key"}
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the file and the setting."""
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
-    role: str | None = None
-    required: bool = False
-    values: tuple[str, ...] | None = None
-    format: str | None = None
-    width: int | None = None
-
-
-@dataclass(frozen=True)
-class Feed:
-    name: str
-    institution: str
-    description: str
-    years: tuple[int, int]
-    format: str
-    encoding: str
-    delimiter: str
-    header: bool
-    compression: str
-    extension: str
-    columns: tuple[Column, ...]
-    rrn_format: str | None = None
-    year_column: str | None = None
-    person_via: str | None = None
-
-    @property
-    def year_range(self) -> range:
-        return range(self.years[0], self.years[1] + 1)
-
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(f"feed {self.name} has no column {name}")
-
-    @property
-    def file_suffix(self) -> str:
-        return f".{self.extension}" + (".gz" if self.compression == "gzip" else "")
-
-
-def _feed_from_yaml(name: str, raw: dict[str, Any]) -> Feed:
-    where = f"conf/feeds.yaml feeds.{name}"
-    try:
-        cols = []
-        for rc in raw["columns"]:
-            if rc["type"] not in COLUMN_TYPES:
-                raise ConfigError(f"{where}.{rc['name']}: unknown type {rc['type']!r}")
-            if rc.get("role") not in ROLES:
-                raise ConfigError(f"{where}.{rc['name']}: unknown role {rc.get('role')!r}")
-            if rc["type"] == "date" and not rc.get("format"):
-                raise ConfigError(f"{where}.{rc['name']}: a date column needs a format")
-            values = rc.get("values")
-            cols.append(
-                Column(
-                    name=rc["name"],
-                    type=rc["type"],
-                    role=rc.get("role"),
-                    required=bool(rc.get("required", False)),
-                    values=tuple(str(v) for v in values) if values is not None else None,
-                    format=rc.get("format"),
-                    width=rc.get("width"),
-                )
-            )
-        feed = Feed(
-            name=name,
-            institution=raw["institution"],
-            description=raw.get("description", ""),
-            years=(int(raw["years"][0]), int(raw["years"][1])),
-            format=raw["format"],
-            encoding=raw["encoding"],
-            delimiter=raw.get("delimiter", ""),
-            header=bool(raw["header"]),
-            compression=raw["compression"],
-            extension=raw["extension"],
-            columns=tuple(cols),
-            rrn_format=raw.get("rrn_format"),
-            year_column=raw.get("year_column"),
-            person_via=raw.get("person_via"),
-        )
-    except KeyError as exc:
-        raise ConfigError(f"{where}: missing setting {exc}") from None
-    if feed.format not in {"csv", "fixed"}:
-        raise ConfigError(f"{where}.format: must be csv or fixed, not {feed.format!r}")
-    if feed.format == "fixed" and any(c.width is None for c in feed.columns):
-        raise ConfigError(f"{where}: every column of a fixed-width feed needs a width in bytes")
-    if feed.compression not in {"none", "gzip"}:
-        raise ConfigError(f"{where}.compression: must be none or gzip")
-    return feed
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -162,31 +69,38 @@ class Config:
     home: Path
     raw: dict[str, dict[str, Any]] = field(repr=False)
 
+    def where(self, fname: str) -> str:
+        return str(self.conf_dir / fname)
+
     @cached_property
     def feeds(self) -> dict[str, Feed]:
-        return {n: _feed_from_yaml(n, f) for n, f in self.raw["feeds.yaml"]["feeds"].items()}
+        return parse_feeds(self.where("feeds.yaml"), self.raw["feeds.yaml"])
 
     def feed(self, name: str) -> Feed:
         try:
             return self.feeds[name]
         except KeyError:
-            raise ConfigError(f"unknown feed {name!r}; conf/feeds.yaml knows {', '.join(self.feeds)}") from None
+            known = ", ".join(self.feeds)
+            raise ConfigError(f"unknown feed {name!r}; {self.where('feeds.yaml')} knows {known}") from None
 
     @cached_property
     def pipeline(self) -> dict[str, Any]:
         p = self.raw["pipeline.yaml"]
         envs = p.get("environments", {})
         if self.environment not in envs:
-            raise ConfigError(f"conf/pipeline.yaml: unknown environment {self.environment!r}; known: {', '.join(envs)}")
+            raise ConfigError(
+                f"{self.where('pipeline.yaml')} environment: unknown environment {self.environment!r}; "
+                f"known: {', '.join(envs)}"
+            )
         return _deep_merge(p.get("defaults", {}), envs[self.environment] or {})
 
-    @property
-    def privacy(self) -> dict[str, Any]:
-        return self.raw["privacy.yaml"]
+    @cached_property
+    def library(self) -> Library:
+        return parse_library(self.where("library.yaml"), self.raw["library.yaml"], self.feeds)
 
-    @property
-    def library(self) -> dict[str, Any]:
-        return self.raw["library.yaml"]
+    @cached_property
+    def privacy(self) -> Privacy:
+        return parse_privacy(self.where("privacy.yaml"), self.raw["privacy.yaml"], self.library)
 
     @property
     def generator(self) -> dict[str, Any]:
@@ -237,6 +151,9 @@ def load_config(conf_dir: Path | str | None = None, environment: str | None = No
     env = environment or os.environ.get("KCURE_ENV") or raw["pipeline.yaml"].get("environment")
     home = Path(os.environ.get("KCURE_HOME", "./var")).expanduser().resolve()
     cfg = Config(conf_dir=conf, environment=str(env), home=home, raw=raw)
-    cfg.feeds  # noqa: B018 - validate feeds eagerly so a bad conf fails at load time
+    # validate everything eagerly, so a bad file fails here and not halfway through a build
+    cfg.feeds  # noqa: B018
     cfg.pipeline  # noqa: B018
+    cfg.library  # noqa: B018
+    cfg.privacy  # noqa: B018
     return cfg

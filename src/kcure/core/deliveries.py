@@ -1,4 +1,4 @@
-"""The landing-zone layout and delivery manifests of SOURCES.md §2 (shared by generator and ingestion)."""
+"""The landing-zone layout and delivery manifests of docs/contract.md §2 (shared by generator and ingestion)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcure.core.connections import airflow_connection
+
 MIN_BYTES = 32
 NAMES = {"linkage": "KCURE_LINKAGE_SECRET", "library": "KCURE_LIBRARY_SECRET"}
 BLOCK = 64  # SHA-256 block size in bytes
@@ -69,15 +71,8 @@ def _from_file(var: str) -> bytes | None:
 
 
 def _from_airflow(kind: str) -> bytes | None:
-    try:
-        from airflow.sdk import BaseHook
-    except ImportError:
-        return None
-    try:
-        conn = BaseHook.get_connection(f"kcure_{kind}_secret")
-    except Exception:
-        return None
-    return conn.password.encode() if conn.password else None
+    conn = airflow_connection(f"kcure_{kind}_secret")
+    return conn.password.encode() if conn is not None and conn.password else None
 
 
 def load(kind: str, *, min_bytes: int = MIN_BYTES) -> Secret:

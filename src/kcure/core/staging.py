@@ -26,32 +26,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kcure.core.zones import DIR_MODE, restricted_dir, write_json_atomic, write_restricted_parquet
+
 if TYPE_CHECKING:
     from kcure.core.config import Config
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 CURRENT = "CURRENT"
-
-
-def restricted_dir(path: Path) -> Path:
-    """Create ``path`` readable by its owner only (its parents are created as usual)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir(mode=DIR_MODE, exist_ok=True)
-    os.chmod(path, DIR_MODE)
-    return path
-
-
-def write_restricted_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd")
-    os.chmod(path, FILE_MODE)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any], mode: int = FILE_MODE) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 @dataclass

@@ -8,7 +8,7 @@ Spark UI's SQL tab or the event log.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kcure.core.rrn import WEIGHTS
@@ -138,14 +138,14 @@ def kcd_generalized(code: Column, chars: int = 4, mental_chars: int = 3) -> Colu
     return F.when(code.startswith("F"), F.substring(code, 1, mental_chars)).otherwise(F.substring(code, 1, chars))
 
 
-def residence_class(sido: Column, classes: dict[str, Sequence[str] | str]) -> Column:
-    """The 2-digit SIDO code as one of the configured classes (a class given as '*' takes the rest)."""
+def residence_class(sido: Column, classes: Mapping[str, Sequence[str] | None]) -> Column:
+    """The 2-digit SIDO code as one of the configured classes (a class given as None takes the rest)."""
     from pyspark.sql import functions as F
 
     expr = None
     rest = None
     for label, codes in classes.items():
-        if codes == "*":
+        if codes is None:
             rest = label
             continue
         cond = sido.isin(*codes)

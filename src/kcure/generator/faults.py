@@ -1,4 +1,4 @@
-"""Injecting the faults real deliveries have (SOURCES.md §3) into generated text.
+"""Injecting the faults real deliveries have (docs/contract.md §3) into generated text.
 
 Cell faults change one value (an RRN typo, a date in the wrong format, a code written ``C16.9``);
 line faults break or repeat a whole line. Every injected fault is tagged on its row so the truth

@@ -1,27 +1,32 @@
-"""Release gates over a linked build: nothing is published unless every one passes.
+"""Stage 5, check: the release gates over protected/<build>/; nothing is published unless all pass.
 
+* k-anonymity and l-diversity, as the protect stage measured them (``_privacy.json``);
 * the Great Expectations suite of every library table (``expectations/library/<TABLE>.json``):
   columns, key uniqueness by grain, code sets, date windows, and no value that looks like an RRN, a
   phone number or a Korean street address;
-* referential integrity: every SN_KEY is in RGST, every MID of T300/T400/T530 is in T200;
+* referential integrity: every SN_KEY is in the cohort table (RGST), every key a ``person_via``
+  table joins through is in its parent table (every MID of T300/T400/T530 is in T200);
 * accounting: per feed and year, the staged rows equal the linkage report's library + out of cohort
   + unlinked + dropped rows, and each table holds exactly the rows the report puts in the library.
 A failure names the table and the check, with a few failing rows shown by pseudonymous key only.
+The check stage never fails on a failed gate: it records the result, and the publish stage refuses.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure.core.config import Config
+from kcure.core.contract import parent_of
 from kcure.core.staging import Staging
+from kcure.core.zones import LINKAGE_REPORT, LINKAGE_STATUSES, PRIVACY, read_json
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from kcure.core.config import Config
 
 SAMPLE = 3
 
@@ -57,22 +62,14 @@ class GateReport:
         return {"success": self.success, "seconds": self.seconds, "checks": [c.__dict__ for c in self.checks]}
 
 
-class GateFailed(RuntimeError):
-    def __init__(self, report: GateReport) -> None:
-        self.report = report
-        super().__init__(
-            "release gates failed; nothing was published:\n" + "\n".join(c.message() for c in report.failures)
-        )
-
-
 def _expectations(spark: SparkSession, cfg: Config, tables: dict[str, DataFrame], docs: Path | None) -> list[Check]:
     from kcure.core.suites import GateRunner
 
-    lo, hi = (int(y) for y in cfg.privacy["window"]["diagnosis_years"])
+    lo, hi = cfg.privacy.window
     runner = GateRunner(docs)
     out = []
     for name, df in tables.items():
-        spark.sparkContext.setJobDescription(f"gates: expectations {name}")
+        spark.sparkContext.setJobDescription(f"check: expectations {name}")
         res = runner.validate(
             f"library/{name}", df, batch=name, params={"window_start_year": lo, "window_end_year": hi}, kind="spark"
         )
@@ -137,39 +134,43 @@ def _orphans(children: dict[str, DataFrame], key: str, parents: DataFrame) -> di
     return {name: found.get(name, (0, [])) for name in children}
 
 
-def _integrity(tables: dict[str, DataFrame]) -> list[Check]:
+def _integrity(cfg: Config, tables: dict[str, DataFrame]) -> list[Check]:
+    """Every person key is a cohort person; every claim line's key is a row of its parent table."""
+    cohort = cfg.library.cohort.table
     out = []
-    people = {n: df for n, df in tables.items() if n != "RGST" and "SN_KEY" in df.columns}
-    for name, (n, sample) in _orphans(people, "SN_KEY", tables["RGST"]).items():
-        out.append(Check(name, "every SN_KEY is in RGST", n == 0, f"{n} SN_KEY values not in RGST", sample))
-    claims = {n: tables[n] for n in ("T300", "T400", "T530")}
-    for name, (n, sample) in _orphans(claims, "MID", tables["T200"]).items():
-        out.append(Check(name, "every MID is in T200", n == 0, f"{n} MID values not in T200", sample))
+    people = {n: df for n, df in tables.items() if n != cohort and "SN_KEY" in df.columns}
+    for name, (n, sample) in _orphans(people, "SN_KEY", tables[cohort]).items():
+        out.append(Check(name, f"every SN_KEY is in {cohort}", n == 0, f"{n} SN_KEY values not in {cohort}", sample))
+    parents: dict[tuple[str, str], dict[str, DataFrame]] = {}
+    for name in tables:
+        feed = cfg.feeds[cfg.library.tables[name].source]
+        if feed.person_via is not None:
+            parent = cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+            parents.setdefault((parent, feed.person_via), {})[name] = tables[name]
+    for (parent, key), children in parents.items():
+        for name, (n, sample) in _orphans(children, key, tables[parent]).items():
+            out.append(Check(name, f"every {key} is in {parent}", n == 0, f"{n} {key} values not in {parent}", sample))
     return out
 
 
-def _accounting(cfg: Config, build_dir: Path, tables: dict[str, DataFrame], privacy: dict[str, Any]) -> list[Check]:
-    from kcure.stages.link.linker import feed_table
-
-    report = json.loads((build_dir / "_linkage_report.json").read_text(encoding="utf-8"))
+def _accounting(
+    cfg: Config, report: list[dict[str, Any]], tables: dict[str, DataFrame], privacy: dict[str, Any]
+) -> list[Check]:
+    """Nothing lost: staged = accounted per feed-year, and each table holds exactly its in-library rows."""
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
     out = []
-    statuses = ("linked_rrn", "linked_secondary", "linked_via_mid", "out_of_cohort", "unlinked")
     for r in report:
         cur = staging.current(r["_feed"], int(r["_year"]))
         staged = cur.staged_rows if cur else -1
-        accounted = sum(int(r[s]) for s in statuses) + int(r["duplicates_dropped"]) + int(r["conflicts_dropped"])
-        ok = staged == int(r["staged"]) == accounted
-        if not ok:
-            out.append(
-                Check(
-                    r["_feed"],
-                    f"rows of {r['_year']} accounted",
-                    False,
-                    f"staged {staged}, linked {r['staged']}, accounted {accounted}",
-                )
-            )
-    for feed, table in feed_table(cfg).items():
+        accounted = (
+            sum(int(r[s]) for s in LINKAGE_STATUSES) + int(r["duplicates_dropped"]) + int(r["conflicts_dropped"])
+        )
+        if not staged == int(r["staged"]) == accounted:
+            detail = f"staged {staged}, linked {r['staged']}, accounted {accounted}"
+            out.append(Check(r["_feed"], f"rows of {r['_year']} accounted", False, detail))
+    for feed, table in cfg.library.by_feed.items():
+        if table not in tables:
+            continue  # left out of the release (if_no_input: omit)
         linked = sum(int(r["in_library"]) for r in report if r["_feed"] == feed)
         dropped = int(privacy.get("rows_dropped", {}).get(table, 0))
         got = tables[table].count()
@@ -184,59 +185,39 @@ def _accounting(cfg: Config, build_dir: Path, tables: dict[str, DataFrame], priv
     return out
 
 
-def run(spark: SparkSession, cfg: Config, build: str) -> GateReport:
-    from kcure.stages.protect import recode as privacy_gate
-
-    build_dir = cfg.local_path("linked") / build
-    report = GateReport()
-    t0 = time.perf_counter()
-    spark.sparkContext.setJobDescription("gates: k-anonymity")
-    privacy = privacy_gate.apply(spark, cfg, build)
-    report.seconds["k_anonymity"] = round(time.perf_counter() - t0, 2)
+def _privacy_checks(privacy: dict[str, Any]) -> list[Check]:
     k = privacy["k"]
-    report.checks.append(
-        Check(
-            "*",
-            f"k-anonymity (k={k})",
-            bool(privacy["success"]),
-            privacy.get(
-                "failure", f"smallest class {privacy['min_class_after']}, {privacy['people_dropped']} people dropped"
-            ),
-        )
-    )
+    done = f"smallest class {privacy['min_class_after']}, {privacy['people_dropped']} people dropped"
     ld = privacy["l_diversity"]
-    report.checks.append(
+    return [
+        Check("*", f"k-anonymity (k={k})", bool(privacy["success"]), privacy.get("failure", done)),
         Check(
             "*",
             f"l-diversity of {ld['attribute']} (l={ld['required']})",
             ld["l"] >= ld["required"],
             f"smallest class has {ld['l']} distinct values",
             severity="warning",
-        )
-    )
+        ),
+    ]
+
+
+def run(spark: SparkSession, cfg: Config, linked: Path, protected: Path, docs: Path) -> GateReport:
+    """Every gate over the protected tables; Data Docs of the library suites go to ``docs``."""
+    privacy = read_json(protected / PRIVACY)
+    if privacy is None:
+        raise FileNotFoundError(f"{protected / PRIVACY} is missing: run the protect stage first")
+    report = GateReport(checks=_privacy_checks(privacy))
     if not privacy["success"]:
-        (build_dir / "_gates.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
         return report
-    tables = {name: spark.read.parquet(str(build_dir / name)) for name in cfg.library["tables"]}
-    docs = cfg.local_path("reports") / "releases" / build / "data_docs"
+    tables = {n: spark.read.parquet(str(protected / n)) for n in cfg.library.tables if (protected / n).is_dir()}
+    linkage = read_json(linked / LINKAGE_REPORT) or []
     for phase, fn in (
         ("expectations", lambda: _expectations(spark, cfg, tables, docs)),
-        ("referential_integrity", lambda: _integrity(tables)),
-        ("accounting", lambda: _accounting(cfg, build_dir, tables, privacy)),
+        ("referential_integrity", lambda: _integrity(cfg, tables)),
+        ("accounting", lambda: _accounting(cfg, linkage, tables, privacy)),
     ):
         t0 = time.perf_counter()
-        spark.sparkContext.setJobDescription(f"gates: {phase}")
+        spark.sparkContext.setJobDescription(f"check: {phase}")
         report.checks += fn()
         report.seconds[phase] = round(time.perf_counter() - t0, 2)
-    (build_dir / "_gates.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
-
-
-def publish_if_clean(spark: SparkSession, cfg: Config, build: str, tag: str) -> Any:
-    """Run every gate; publish the release only when all pass (raises GateFailed otherwise)."""
-    from kcure.stages import publish as publishing
-
-    report = run(spark, cfg, build)
-    if not report.success:
-        raise GateFailed(report)
-    return publishing.publish(cfg, build, tag, publishing.manifest_for(cfg, build))

@@ -1,47 +1,45 @@
-"""Pseudonymize: staged feeds (identifiers) -> keys + generalized payload (no identifiers).
+"""Stage 2, pseudonymize: staging/ (identifiers) -> pseudonymized/<build>/<feed>/ (keys + payload).
 
-The only step that sees identifiers. For every staged row it computes
+The only stage that sees identifiers and the linkage secret. For every staged row of a feed that
+names its person (an ``rrn`` column in ``conf/feeds.yaml``) it computes
 * ``LK``: HMAC-SHA256(linkage secret, normalized RRN) when the RRN passes its check digit;
 * ``SK``: HMAC-SHA256(linkage secret, "SK|name|birth|sex") where name, birth date and sex are known
-  (birth and sex from the feed's own columns, else from the RRN's first seven digits);
-* keyed substitutes for MID, YKIHO (-> YID) and PRSCP_GRANT_NO, consistent across feeds and years;
-and generalizes quasi-identifiers as ``conf/privacy.yaml`` says. Every direct identifier of the
-contract is dropped. Lineage (``_feed, _year, _file, _line``) is kept for accounting.
+  (birth and sex from the feed's own columns, else from the RRN's first seven digits).
+Every row of every feed gets the payload ``conf/library.yaml`` describes for its table: each
+column made ``from`` a source column by its ``rule`` (generalizations with the parameters of
+``conf/privacy.yaml``, keyed substitutes for source keys). Nothing else survives: no identifier,
+no source key. Exact duplicates are flagged here, where the whole delivered record is visible, and
+``_SEX`` keeps a feed's own sex for the link stage's conflict count. Lineage (``_feed, _year,
+_delivery, _file, _line``) is kept for accounting.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kcure.core import transforms as T
-from kcure.core.config import Config
-from kcure.core.deliveries import FEEDS
 from kcure.core.staging import Staging
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+    from kcure.core.config import Config, Feed
+    from kcure.core.rules import Generalization, LibraryColumn, LibraryTable
     from kcure.core.secrets import Secret
 
 LINEAGE = ["_feed", "_year", "_delivery", "_file", "_line"]
 KEYS = ["LK", "SK", "RRN_VALID"]
-PERSON_FEEDS = (
-    "kccr_registry",
-    "nhis_eligibility",
-    "nhis_screening",
-    "hira_t200",
-    "kostat_death",
-    "kdca_covid_case",
-    "kdca_vaccination",
-)
+SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
 
 
 @dataclass
 class PseudonymizeResult:
     out: Path
     feeds: list[str]  # the feeds that had staged data
+    missing: list[str] = field(default_factory=list)  # the feeds with nothing staged
 
 
 def read_staged(spark: SparkSession, staging: Staging, feed: str) -> DataFrame | None:
@@ -91,170 +89,74 @@ def identity_keys(df: DataFrame, has_birth_sex: bool) -> DataFrame:
     )
 
 
-def _payload(feed: str, privacy: dict[str, Any]) -> list[Column]:
-    """The generalized payload columns of one feed (SOURCES.md §4-5, conf/privacy.yaml)."""
+def _age_at(p: dict[str, str]) -> Column:
     from pyspark.sql import functions as F
 
-    g = privacy["generalization"]
-    band, top = int(g["age_band_years"]), int(g["age_top_band"])
-    kc, km = int(g["kcd_chars"]), int(g["kcd_chars_mental"])
-    ing = int(g["ingredient_code_chars"])
-    dev = int(g["device_code_chars"])
-    c = F.col
-
-    def kcd(name: str) -> Column:
-        return T.kcd_generalized(c(name), kc, km).alias(name)
-
-    if feed == "kccr_registry":
-        fdx = (
-            F.date_format(c("FDX"), "yyyyMM")
-            if g["diagnosis_date"] == "yyyymm"
-            else F.date_format(c("FDX"), "yyyyMMdd")
-        )
-        return [
-            F.year(c("FDX")).alias("DBYEAR"),
-            c("SEX"),
-            T.age_band(c("BRTH"), c("FDX"), band, top).alias("AGE"),
-            fdx.alias("FDX"),
-            c("TCODE"),
-            c("MCODE"),
-            kcd("KCD"),
-            c("SEER_GRP"),
-            c("TX"),
-            c("METHOD"),
-            c("LATERCODE"),
-            c("GRADE"),
-        ]
-    if feed == "nhis_eligibility":
-        mid_year = F.make_date(c("STD_YYYY"), F.lit(7), F.lit(1))
-        return [
-            c("STD_YYYY").cast("int").alias("STD_YYYY"),
-            c("SEX"),
-            T.age_band(c("BRTH"), mid_year, band, top).alias("AGE"),
-            T.residence_class(c("SIDO_CD"), privacy["generalization"]["residence_classes"]).alias("SIDO"),
-            c("GAIBJA_TYPE"),
-            c("CTRB_VTILE").cast("int").alias("CTRB_VTILE"),
-            c("DSB_GRADE"),
-            c("DSB_TYPE"),
-        ]
-    if feed == "nhis_screening":
-        measures = [
-            "HEIGHT",
-            "WEIGHT",
-            "WAIST",
-            "BP_HIGH",
-            "BP_LWST",
-            "BLDS",
-            "TOT_CHOLE",
-            "HDL_CHOLE",
-            "LDL_CHOLE",
-            "TRIGLYCERIDE",
-            "HMG",
-            "OLIG_PROTE_CD",
-            "CREATININE",
-            "SGOT_AST",
-            "SGPT_ALT",
-            "GAMMA_GTP",
-            "SMK_STAT_TYPE_RSPS_CD",
-            "DRNK_HABIT_RSPS_CD",
-        ]
-        return [F.year(c("HME_DT")).alias("EXMD_BZ_YYYY"), *[c(m) for m in measures]]
-    if feed == "hira_t200":
-        return [
-            T.substitute_key(c("MID"), "lib", "MID").alias("MID"),
-            T.substitute_key(c("YKIHO"), "lib", "YKIHO").alias("YID"),
-            c("CL_CD"),
-            c("FOM_TP_CD"),
-            kcd("M_SICK_CD"),
-            kcd("SUB_SICK_CD"),
-            c("DGSBJT_CD"),
-            c("RECU_FR_DD"),
-            c("RECU_TO_DD"),
-            c("FST_IPAT_DD"),
-            c("VST_DDCNT"),
-            c("RECU_DDCNT"),
-            c("RVD_RPE_TAMT_AMT"),
-            c("SOPR_YN"),
-            c("PRCL_SYM_TP_CD"),
-            c("DGRSLT_TP_CD"),
-        ]
-    if feed == "hira_t300":
-        return [
-            T.substitute_key(c("MID"), "lib", "MID").alias("MID"),
-            c("LN_NO"),
-            c("CZ_ITEM_CD"),
-            c("DIV_TY_CD"),
-            T.treatment_code(c("DIV_TY_CD"), c("DIV_CD"), dev).alias("DIV_CD"),
-            F.substring(c("GNL_CD"), 1, ing).alias("GNL_CD"),
-            c("FQ1_MDCT_QTY"),
-            c("DY1_MDCT_QTY"),
-            c("TOT_USE_QTY_OR_EXEC_FQ"),
-            c("UNIT_COST"),
-            c("AMT"),
-        ]
-    if feed == "hira_t400":
-        return [
-            T.substitute_key(c("MID"), "lib", "MID").alias("MID"),
-            c("SICK_SNO"),
-            kcd("SICK_CD"),
-            c("SICK_TY_CD"),
-            c("DGSBJT_CD"),
-        ]
-    if feed == "hira_t530":
-        return [
-            T.substitute_key(c("MID"), "lib", "MID").alias("MID"),
-            T.substitute_key(c("PRSCP_GRANT_NO"), "lib", "PRSCP").alias("PRSCP_GRANT_NO"),
-            c("LN_NO"),
-            c("DIV_TY_CD"),
-            T.treatment_code(F.coalesce(c("DIV_TY_CD"), F.lit("3")), c("DIV_CD"), dev).alias("DIV_CD"),
-            F.substring(c("GNL_CD"), 1, ing).alias("GNL_CD"),
-            c("FQ1_MDCT_QTY"),
-            c("DY1_MDCT_QTY"),
-            c("TOT_MCNT"),
-        ]
-    if feed == "kostat_death":
-        return [
-            F.date_format(c("DTH_DATE"), "yyyyMMdd").alias("DREGDATE"),
-            c("SAIN1"),
-            c("SAIN2"),
-            c("SEX").alias("_SEX"),
-        ]
-    if feed == "kdca_covid_case":
-        return [c("CONF_DATE"), c("SEVERITY"), c("HOSP_YN"), c("ICU_YN"), c("DEATH_YN")]
-    if feed == "kdca_vaccination":
-        return [c("VCNYMD"), c("VCNCD"), c("VCNTME")]
-    raise ValueError(f"no pseudonymization rule for feed {feed}")
+    return F.col(p["at"]) if "at" in p else F.make_date(F.col(p["at_mid_year"]), F.lit(7), F.lit(1))
 
 
-def pseudonymize_feed(df: DataFrame, feed: str, privacy: dict[str, Any], cols: list[str]) -> DataFrame:
+def _treatment_type(p: dict[str, str]) -> Column:
+    from pyspark.sql import functions as F
+
+    kind = F.col(p["type_column"])
+    return F.coalesce(kind, F.lit(p["default_type"])) if "default_type" in p else kind
+
+
+def rule_column(col: LibraryColumn, g: Generalization) -> Column:
+    """One library column from its source column, as ``conf/library.yaml`` says (docs/contract.md §4-5)."""
+    from pyspark.sql import functions as F
+
+    rules: dict[str, Callable[[Column, dict[str, str]], Column]] = {
+        "copy": lambda src, p: src,
+        "year": lambda src, p: F.year(src),
+        "age_band": lambda src, p: T.age_band(src, _age_at(p), g.age_band_years, g.age_top_band),
+        "diagnosis_date": lambda src, p: F.date_format(src, "yyyyMM" if g.diagnosis_date == "yyyymm" else "yyyyMMdd"),
+        "date_text": lambda src, p: F.date_format(src, p["format"]),
+        "kcd": lambda src, p: T.kcd_generalized(src, g.kcd_chars, g.kcd_chars_mental),
+        "residence_class": lambda src, p: T.residence_class(src, g.residence_classes),
+        "substitute": lambda src, p: T.substitute_key(src, "lib", p.get("label", str(col.source))),
+        "treatment_code": lambda src, p: T.treatment_code(_treatment_type(p), src, g.device_code_chars),
+        "ingredient_code": lambda src, p: F.substring(src, 1, g.ingredient_code_chars),
+    }
+    if col.rule not in rules:  # person_key is the link stage's; the configuration admits nothing else
+        raise ValueError(f"no pseudonymize rule {col.rule!r} for {col.name}")
+    return rules[col.rule](F.col(str(col.source)), col.params).cast(SPARK_TYPES[col.type]).alias(col.name)
+
+
+def pseudonymize_feed(df: DataFrame, feed: Feed, table: LibraryTable, g: Generalization) -> DataFrame:
     """Keys + generalized payload + lineage; no identifier survives. ``df`` carries the key pads."""
     from pyspark.sql import functions as F
 
-    payload = _payload(feed, privacy)
+    payload = [rule_column(c, g) for c in table.columns if c.rule != "person_key"]
+    if feed.has("SEX"):  # the feed's own sex, for the link stage's count of disagreements
+        payload.append(F.col("SEX").alias("_SEX"))
+    delivered = feed.column_names  # the staged columns, as the contract lists them
     # exact duplicates (re-sent records) are only recognizable here, where the whole record is visible
-    df = T.flag_duplicates(df, [c for c in cols if not c.startswith("_")], cluster="MID" if "MID" in cols else None)
-    if feed in PERSON_FEEDS:
-        df = identity_keys(df, has_birth_sex="BRTH" in cols and "SEX" in cols)
+    df = T.flag_duplicates(df, delivered, cluster="MID" if "MID" in delivered else None)
+    keys = []
+    if feed.names_person:
+        df = identity_keys(df, has_birth_sex=feed.has("BRTH") and feed.has("SEX"))
         keys = [F.col(k) for k in KEYS]
-    else:
-        keys = []
+    # lineage, keys and payload only: the key pads and every delivered column end here
     return df.select(*[F.col(x) for x in LINEAGE], "_dup", *keys, *payload)
 
 
-def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], build: str) -> PseudonymizeResult:
-    """Pseudonymize every staged feed into ``pseudonymized/<build>/<feed>/``."""
+def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path) -> PseudonymizeResult:
+    """Pseudonymize every staged feed into ``out/<feed>/`` (partitioned by ``_year``)."""
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
-    out = cfg.local_path("pseudonymized") / build
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
-    done: list[str] = []
-    for feed in FEEDS:
-        df = read_staged(spark, staging, feed)
+    tables = cfg.library.by_feed
+    result = PseudonymizeResult(out, [])
+    for name, feed in cfg.feeds.items():
+        if name not in tables:
+            continue  # a feed no table is made from is not read at all
+        df = read_staged(spark, staging, name)
         if df is None:
+            result.missing.append(name)
             continue
-        cols = df.columns
-        # pseudonymize_feed selects lineage, keys and payload only, so the key pads do not survive it
-        result = pseudonymize_feed(T.with_keys(df, keys), feed, cfg.privacy, cols)
-        spark.sparkContext.setJobDescription(f"pseudonymize: {feed}")  # names the Spark jobs in the UI/event log
-        result.write.mode("overwrite").partitionBy("_year").parquet(str(out / feed))
-        done.append(feed)
-    return PseudonymizeResult(out, done)
+        table = cfg.library.tables[tables[name]]
+        pseudo = pseudonymize_feed(T.with_keys(df, keys), feed, table, cfg.privacy.generalization)
+        spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names the Spark jobs in the UI/event log
+        pseudo.write.mode("overwrite").partitionBy("_year").parquet(str(out / name))
+        result.feeds.append(name)
+    return result

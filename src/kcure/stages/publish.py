@@ -1,16 +1,19 @@
-"""Immutable, versioned releases of the library as Apache Iceberg tables (pyiceberg SQL catalog).
+"""Stage 6, publish: protected/<build>/ -> an immutable, versioned release (Apache Iceberg, pyiceberg).
 
-Publishing registers the Parquet files the link job wrote (``linked/<build>/<TABLE>/``) as a new
-snapshot of each table, with no rewrite, tags that snapshot with the release id, and only then
-appends one row to the ``library._releases`` table. That row is the atomic "release is visible"
-marker: readers resolve a release (or ``latest``) through it, never through a table's current
-snapshot, so a crash between two tables leaves the previous release current and the catalog
-readable. Re-running a publish finishes what is missing and publishes the release exactly once.
+Publishing registers the Parquet files the protect stage wrote (``protected/<build>/<TABLE>/``) as
+a new snapshot of each table, with no rewrite, tags that snapshot with the release id, and only
+then appends one row to the ``library._releases`` table. That row is the atomic "release is
+visible" marker: readers resolve a release (or ``latest``) through it, never through a table's
+current snapshot, so a crash between two tables leaves the previous release current and the
+catalog readable. Re-running a publish finishes what is missing and publishes the release exactly
+once. Whether the build may be published at all (its gates passed) is the stage model's decision,
+taken before this module is called (:func:`kcure.pipeline.run_stage`).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +31,15 @@ from kcure.core.catalog import (
     resolve,
     table_schema,
 )
-from kcure.core.config import Config
 from kcure.core.staging import staged_inputs
+from kcure.core.zones import DICTIONARY, LINKAGE_QUALITY, LINKAGE_REPORT, PRIVACY, BuildZones, read_json
 
 if TYPE_CHECKING:
+    from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.table import Table
+
+    from kcure.core.config import Config
+    from kcure.core.rules import LibraryTable
 
 PROP = "kcure.release"
 
@@ -44,45 +51,50 @@ def _data_files(build_dir: Path, table: str) -> list[str]:
     return files
 
 
-def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _crash_after: int | None = None) -> Release:
-    """Publish ``linked/<build>`` as release ``tag``: every table, then the marker row, exactly once."""
+def _publish_table(cat: SqlCatalog, spec: LibraryTable, files: list[str], tag: str) -> int:
+    """Register ``files`` as the table's snapshot tagged ``tag`` (once), and return its id."""
     from pyiceberg.expressions import AlwaysTrue
 
+    ident = f"{NAMESPACE}.{spec.name}"
+    if cat.table_exists(ident):
+        table = _evolve(cat.load_table(ident), spec)
+    else:
+        table = cat.create_table(ident, schema=table_schema(spec))
+    tagged = table.snapshot_by_name(tag)
+    if tagged is not None:
+        return tagged.snapshot_id
+    current = table.current_snapshot()
+    done = (
+        current is not None and current.summary is not None and current.summary.additional_properties.get(PROP) == tag
+    )
+    if not done:  # not registered by an earlier, interrupted run
+        with table.transaction() as tx:
+            if current is not None:
+                tx.delete(AlwaysTrue(), snapshot_properties={PROP: tag})
+            tx.add_files(files, snapshot_properties={PROP: tag})
+        table = cat.load_table(ident)
+    snap = table.current_snapshot()
+    assert snap is not None
+    table.manage_snapshots().create_tag(snap.snapshot_id, tag).commit()
+    tagged = cat.load_table(ident).snapshot_by_name(tag)
+    if tagged is None:
+        raise ReleaseError(f"{ident}: the tag {tag} did not stick (a concurrent writer?); re-run the publish")
+    return tagged.snapshot_id
+
+
+def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _crash_after: int | None = None) -> Release:
+    """Publish ``protected/<build>`` as release ``tag``: every table, then the marker row, exactly once."""
     cat = open_catalog(cfg)
     for r in list_releases(cat):
         if r.tag == tag:
             if r.build != build:
                 raise ReleaseError(f"release {tag} was already published from build {r.build}; releases never change")
             return r  # already published: exactly once
-    build_dir = cfg.local_path("linked") / build
+    build_dir = BuildZones(cfg, build).protected
     snapshots: dict[str, int] = {}
-    for i, (name, spec) in enumerate(cfg.library["tables"].items()):
-        ident = f"{NAMESPACE}.{name}"
-        if cat.table_exists(ident):
-            table = _evolve(cat.load_table(ident), spec)
-        else:
-            table = cat.create_table(ident, schema=table_schema(spec))
-        tagged = table.snapshot_by_name(tag)
-        if tagged is None:
-            current = table.current_snapshot()
-            done = (
-                current is not None
-                and current.summary is not None
-                and current.summary.additional_properties.get(PROP) == tag
-            )
-            if not done:
-                with table.transaction() as tx:
-                    if current is not None:
-                        tx.delete(AlwaysTrue(), snapshot_properties={PROP: tag})
-                    tx.add_files(_data_files(build_dir, name), snapshot_properties={PROP: tag})
-                table = cat.load_table(ident)
-            snap = table.current_snapshot()
-            assert snap is not None
-            table.manage_snapshots().create_tag(snap.snapshot_id, tag).commit()
-            tagged = cat.load_table(ident).snapshot_by_name(tag)
-            if tagged is None:
-                raise ReleaseError(f"{ident}: the tag {tag} did not stick (a concurrent writer?); re-run the publish")
-        snapshots[name] = tagged.snapshot_id
+    names = [n for n in cfg.library.tables if (build_dir / n).is_dir()]  # a table left out has no folder
+    for i, name in enumerate(names):
+        snapshots[name] = _publish_table(cat, cfg.library.tables[name], _data_files(build_dir, name), tag)
         if _crash_after is not None and i + 1 >= _crash_after:
             raise ReleaseError(f"injected crash after {i + 1} table(s)")
     rows = {name: _rows(cat.load_table(f"{NAMESPACE}.{name}"), sid) for name, sid in snapshots.items()}
@@ -105,13 +117,13 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
     return resolve(cat, tag)
 
 
-def _evolve(table: Table, spec: dict[str, Any]) -> Table:
+def _evolve(table: Table, spec: LibraryTable) -> Table:
     """Make the table's current schema the configured one (columns added, retyped or removed).
 
     Earlier snapshots keep their own schema, so older releases read back exactly as published.
     """
     have = {f.name: str(f.field_type) for f in table.schema().fields}
-    if have == {c["name"]: c["type"] for c in spec["columns"]}:
+    if have == {c.name: c.type for c in spec.columns}:
         return table
     wanted = table_schema(spec)
     with table.update_schema(allow_incompatible_changes=True) as update:
@@ -128,12 +140,9 @@ def _rows(table: Table, snapshot_id: int) -> int:
     return int(snap.summary.additional_properties.get("total-records", 0))
 
 
-def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
-    """What a release records besides its tables: code, configuration, inputs, linkage, dictionary."""
-    import subprocess
-
+def _code_version() -> str:
     try:
-        sha = subprocess.run(
+        return subprocess.run(
             ["git", "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
@@ -141,23 +150,26 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        sha = "unknown"
-    pseudo = cfg.local_path("reports") / "builds" / build / "pseudonymize.json"
-    recorded = json.loads(pseudo.read_text(encoding="utf-8")).get("inputs") if pseudo.exists() else None
-    inputs = recorded if recorded is not None else staged_inputs(cfg)
-    build_dir = cfg.local_path("linked") / build
+        return "unknown"
 
-    def _load(name: str) -> Any:
-        p = build_dir / name
-        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
 
+def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
+    """What a release records besides its tables: code, configuration, inputs, linkage, gates, privacy."""
+    z = BuildZones(cfg, build)
+    pseudo = read_json(z.summary("pseudonymize")) or {}
+    link = read_json(z.summary("link")) or {}
+    gates = read_json(z.summary("check")) or {}
     return {
-        "code_version": sha,
+        "code_version": _code_version(),
         "config_digest": cfg.digest,
-        "inputs": inputs,
-        "linkage_report": _load("_linkage_report.json"),
-        "linkage_quality": _load("_linkage_quality.json"),
-        "data_dictionary": _load("_dictionary.json"),
-        "gates": _load("_gates.json"),
-        "privacy": _load("_privacy.json"),
+        # what this build read, recorded when pseudonymize read staging, not what is staged now
+        "inputs": pseudo.get("inputs") if "inputs" in pseudo else staged_inputs(cfg),
+        "linkage_report": read_json(z.linked / LINKAGE_REPORT),
+        "linkage_quality": read_json(z.linked / LINKAGE_QUALITY),
+        "data_dictionary": read_json(z.linked / DICTIONARY),
+        "empty_tables": link.get("empty") or {},
+        "gates": {"success": gates["success"], "seconds": gates["phases"], "checks": gates["checks"]}
+        if gates
+        else None,
+        "privacy": read_json(z.protected / PRIVACY),
     }

@@ -1,1 +1,1 @@
-"""Ingestion: landing zone -> verified, typed, quarantined staging (SOURCES.md §2-3)."""
+"""Ingestion: landing zone -> verified, typed, quarantined staging (docs/contract.md §2-3)."""

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from kcure.core.connections import airflow_connection
 from kcure.core.deliveries import MANIFEST, Manifest
+
+
+class NotDelivered(LookupError):
+    """A file the manifest lists is not in the landing zone."""
+
+
+class LandingError(RuntimeError):
+    """The landing zone answered with an error other than "not there" (access denied, archived object...)."""
+
 
 _DELIVERY = re.compile(r"^(?P<feed>[a-z0-9_]+)/(?P<year>\d{4})/d(?P<d>\d{3})/(?P<name>[^/]+)$")
 
@@ -43,7 +53,10 @@ class LocalLanding:
                 yield p.relative_to(self.root).as_posix()
 
     def read(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            raise NotDelivered(key) from None
 
 
 class S3Landing:
@@ -60,15 +73,35 @@ class S3Landing:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def list_keys(self) -> Iterable[str]:
+        from botocore.exceptions import ClientError
+
         paginator = self.client.get_paginator("list_objects_v2")
         start = f"{self.prefix}/" if self.prefix else ""
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(start) :]
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(start) :]
+        except ClientError as exc:
+            raise LandingError(f"{self.url}: listing failed: {_code(exc)}") from None
 
     def read(self, key: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        """The object's bytes; NotDelivered only for NoSuchKey / 404, LandingError with the code otherwise."""
+        from botocore.exceptions import ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise NotDelivered(key) from None
+            raise LandingError(f"s3://{self.bucket}/{self._key(key)}: GetObject failed: {_code(exc)}") from None
         return body
+
+
+def _code(exc: Any) -> str:
+    """The S3 error code of a botocore ClientError (the HTTP status where there is none)."""
+    response = getattr(exc, "response", None) or {}
+    code = (response.get("Error") or {}).get("Code")
+    return str(code or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "unknown")
 
 
 def s3_client(conn_id: str | None = "kcure_landing") -> Any:
@@ -77,7 +110,7 @@ def s3_client(conn_id: str | None = "kcure_landing") -> Any:
 
     kwargs: dict[str, Any] = {}
     if conn_id:
-        conn = _airflow_connection(conn_id)
+        conn = airflow_connection(conn_id)
         if conn is not None:
             extra = conn.extra_dejson or {}
             kwargs = {
@@ -87,17 +120,6 @@ def s3_client(conn_id: str | None = "kcure_landing") -> Any:
                 "region_name": extra.get("region_name") or None,
             }
     return boto3.client("s3", **{k: v for k, v in kwargs.items() if v is not None})
-
-
-def _airflow_connection(conn_id: str) -> Any:
-    try:
-        from airflow.sdk import BaseHook
-    except ImportError:
-        return None
-    try:
-        return BaseHook.get_connection(conn_id)
-    except Exception:
-        return None
 
 
 def open_landing(url: str) -> LandingZone:

@@ -23,8 +23,10 @@ from typing import Any
 import pyarrow as pa
 
 from kcure.core.config import Config, Feed
-from kcure.core.staging import StagedVersion, Staging, restricted_dir, write_restricted_parquet
-from kcure.stages.ingest.discover import Delivery, LandingZone, discover, open_landing
+from kcure.core.deliveries import ManifestFile
+from kcure.core.staging import StagedVersion, Staging
+from kcure.core.zones import restricted_dir, write_restricted_parquet
+from kcure.stages.ingest.discover import Delivery, LandingError, LandingZone, NotDelivered, discover, open_landing
 from kcure.stages.ingest.parse import QUARANTINE_SCHEMA, FormatError, count_rows, parse
 
 log = logging.getLogger("kcure.ingest")
@@ -148,6 +150,49 @@ class Ingestor:
             merged["data_docs"] = str(index)
         return merged
 
+    def _read_verified(self, d: Delivery, f: ManifestFile, feed: Feed) -> tuple[bytes, int]:
+        """One delivered file, decompressed, after its sha256 and row count matched the manifest."""
+        key = f"{d.key}/{f.name}"
+        try:
+            data = self.zone.read(key)
+        except NotDelivered:
+            raise VerificationError(f"{key}: listed in the manifest but not delivered") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != f.sha256:
+            raise VerificationError(f"{key}: sha256 mismatch: manifest says {f.sha256}, file has {actual}")
+        if f.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        rows = count_rows(data, feed)
+        if rows != f.rows:
+            raise VerificationError(f"{key}: row count mismatch: manifest says {f.rows}, file has {rows}")
+        return data, rows
+
+    def _stage_files(self, d: Delivery, feed: Feed, tmp: Path, res: FeedYearResult) -> pa.Table:
+        """Parse, write and gate every file of the delivery into ``tmp``; the quarantined lines."""
+        quarantine: list[pa.Table] = []
+        runner = self._gate_runner(feed, d.year)
+        gate_results: list[Any] = []
+        for i, f in enumerate(d.manifest.files):
+            data, rows = self._read_verified(d, f, feed)
+            parsed = parse(data, feed, d.delivery, f.name)
+            del data
+            if parsed.table.num_rows + len({q[0] for q in parsed.quarantine}) != rows:
+                raise FormatError(f"{d.key}/{f.name}: {rows} rows delivered but staged + quarantined do not add up")
+            write_restricted_parquet(parsed.table, tmp / f"part-{i:05d}.parquet")
+            quarantine.append(parsed.quarantine_table(d.feed, d.year, d.delivery, f.name))
+            gate_results.append(self._gate_part(runner, feed, d.year, i, parsed.table))
+            res.delivered_rows += rows
+            res.staged_rows += parsed.table.num_rows
+        q = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
+        res.quarantined_rows = len(set(zip(q.column("file").to_pylist(), q.column("line").to_pylist(), strict=True)))
+        res.gate = self._gate_merge(runner, feed, d.year, gate_results)
+        return q
+
+    def _version(self, d: Delivery) -> str:
+        """What a staged version is a function of: the delivery, its files and the parser's contract."""
+        digest = hashlib.sha256((self.digest + "".join(f.sha256 for f in d.manifest.files)).encode()).hexdigest()
+        return f"v-d{d.delivery:03d}-{digest[:12]}"
+
     def ingest_one(self, d: Delivery) -> FeedYearResult:
         t0 = time.perf_counter()
         feed = self.cfg.feed(d.feed)
@@ -156,10 +201,7 @@ class Ingestor:
         tmp: Path | None = None
         try:
             _check_manifest(feed, d)
-            version = (
-                f"v-d{d.delivery:03d}-"
-                + hashlib.sha256((self.digest + "".join(f.sha256 for f in d.manifest.files)).encode()).hexdigest()[:12]
-            )
+            version = self._version(d)
             current = self.staging.current(d.feed, d.year)
             if current is not None and current.version == version:
                 res.status, res.version, res.message = "unchanged", version, "already staged; nothing parsed"
@@ -167,41 +209,7 @@ class Ingestor:
                 res.quarantined_rows, res.gate = current.quarantined_rows, current.gate
                 return res
             tmp = self.staging.begin(d.feed, d.year)
-            quarantine: list[pa.Table] = []
-            runner = self._gate_runner(feed, d.year)
-            gate_results: list[Any] = []
-            for i, f in enumerate(d.manifest.files):
-                key = f"{d.key}/{f.name}"
-                try:
-                    data = self.zone.read(key)
-                except (FileNotFoundError, KeyError) as exc:
-                    raise VerificationError(f"{key}: listed in the manifest but not delivered") from exc
-                except Exception as exc:
-                    if type(exc).__name__ in ("NoSuchKey", "ClientError"):
-                        raise VerificationError(f"{key}: listed in the manifest but not delivered") from None
-                    raise
-                actual = hashlib.sha256(data).hexdigest()
-                if actual != f.sha256:
-                    raise VerificationError(f"{key}: sha256 mismatch: manifest says {f.sha256}, file has {actual}")
-                if f.name.endswith(".gz"):
-                    data = gzip.decompress(data)
-                rows = count_rows(data, feed)
-                if rows != f.rows:
-                    raise VerificationError(f"{key}: row count mismatch: manifest says {f.rows}, file has {rows}")
-                parsed = parse(data, feed, d.delivery, f.name)
-                del data
-                if parsed.table.num_rows + len({q[0] for q in parsed.quarantine}) != rows:
-                    raise FormatError(f"{key}: {rows} rows delivered but staged + quarantined do not add up")
-                write_restricted_parquet(parsed.table, tmp / f"part-{i:05d}.parquet")
-                quarantine.append(parsed.quarantine_table(d.feed, d.year, d.delivery, f.name))
-                gate_results.append(self._gate_part(runner, feed, d.year, i, parsed.table))
-                res.delivered_rows += rows
-                res.staged_rows += parsed.table.num_rows
-            q = pa.concat_tables(quarantine) if quarantine else QUARANTINE_SCHEMA.empty_table()
-            res.quarantined_rows = len(
-                set(zip(q.column("file").to_pylist(), q.column("line").to_pylist(), strict=True))
-            )
-            res.gate = self._gate_merge(runner, feed, d.year, gate_results)
+            q = self._stage_files(d, feed, tmp, res)
             if not res.gate["success"]:
                 res.status = "gate_failed"
                 res.message = f"critical expectations failed: {', '.join(res.gate['critical_failures'])}"
@@ -225,7 +233,7 @@ class Ingestor:
             if res.gate["warnings"]:
                 res.message = f"staged with warnings: {', '.join(res.gate['warnings'])}"
             return res
-        except (VerificationError, FormatError) as exc:
+        except (VerificationError, FormatError, LandingError) as exc:
             res.status, res.message = "failed", str(exc)
             return res
         finally:

@@ -1,41 +1,42 @@
-"""Link: pseudonymized feeds (keys only) -> the ten cohort-only library tables and a linkage report.
+"""Stage 3, link: pseudonymized/<build>/ (keys only) -> linked/<build>/: the cohort-only library
+tables, a linkage report and the owner-only lineage.
 
-* Cohort: registry records diagnosed inside ``privacy.window.diagnosis_years``; a person is their
-  linkage key (LK). A registry record with a bad RRN joins the cohort through its secondary key (SK)
-  when that SK belongs to exactly one valid-RRN person anywhere.
-* Records with a valid RRN link by LK (``linked_rrn``) or are ``out_of_cohort``. Records without one
-  link by SK when it matches exactly one cohort person (``linked_secondary``), else ``unlinked``.
-* T300/T400/T530 follow their T200 statement through the substitute MID.
+* Cohort: the people of ``conf/library.yaml`` ``cohort.table`` (the registry) diagnosed inside
+  ``privacy.window``; a person is their linkage key (LK). A registry record with a bad RRN joins
+  the cohort through its secondary key (SK) when that SK belongs to exactly one valid-RRN person.
+* Records of feeds that name their person link by LK (``linked_rrn``) or are ``out_of_cohort``;
+  without a valid RRN they link by SK when it matches exactly one cohort person
+  (``linked_secondary``), else they are ``unlinked`` (an ambiguous SK never guesses).
+* Records of a ``person_via`` feed (T300/T400/T530) follow their parent row through that key.
 * ``SN_KEY`` = HMAC(library secret, LK): stable across releases, useless without the secret.
-* Conflicts are resolved by ``conf/library.yaml`` ``conflicts``: exact duplicates dropped, sex taken
-  from the registry, deaths dated before the first diagnosis month dropped; all counted.
-Accounting per feed and year: staged = in library + out of cohort + unlinked + dropped conflicts.
+* Conflicts follow ``conflicts``: exact duplicates dropped, sex taken from the registry, rows of a
+  ``death_date`` table dated before the first diagnosis dropped; all counted.
+* A table whose feed has nothing staged is written empty with its schema (``if_no_input: empty``)
+  or left out (``omit``); the result says which and why.
+Accounting per feed and year: staged = in library + out of cohort + unlinked + dropped rows.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcure.core import transforms as T
-from kcure.core.config import Config
-from kcure.stages.pseudonymize import PERSON_FEEDS
+from kcure.core.contract import parent_of
+from kcure.core.zones import DICTIONARY, LINEAGE, LINKAGE_REPORT, LINKAGE_STATUSES, restrict_tree
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from kcure.core.config import Config
+    from kcure.core.rules import LibraryTable
     from kcure.core.secrets import Secret
 
 SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
-CHILD_FEEDS = ("hira_t300", "hira_t400", "hira_t530")
-STATUSES = ("linked_rrn", "linked_secondary", "linked_via_mid", "out_of_cohort", "unlinked")
-#: where the privacy step keeps link's version of each table it replaces (see privacy_gate)
-PRE_PRIVACY = "_pre_privacy"
 #: per staged record, owner-only: where it came from, whom it was linked to and what became of it
-LINEAGE = (
+LINEAGE_COLUMNS = (
     "_feed", "_year", "_delivery", "_file", "_line",
     "SN_KEY", "_status", "_dup", "_conflict_drop", "_sex_conflict", "_in_library",
 )  # fmt: skip
@@ -44,17 +45,25 @@ LINEAGE = (
 @dataclass
 class LinkResult:
     out: Path
-    tables: dict[str, int]
+    tables: dict[str, int]  # rows in each table written (empty tables included)
     report: list[dict[str, Any]] = field(default_factory=list)
+    empty: dict[str, str] = field(default_factory=dict)  # table -> why it has no rows (or was left out)
 
 
-def library_tables(cfg: Config) -> dict[str, dict[str, Any]]:
-    tables: dict[str, dict[str, Any]] = cfg.library["tables"]
-    return tables
+@dataclass
+class People:
+    """Who is who, computed once and cached: every write of every feed must see the same persons."""
 
+    registry: DataFrame  # the cohort feed's records with _status and PK
+    cohort: DataFrame  # PK of every cohort person
+    cohort_map: DataFrame  # SK -> the one cohort LK it belongs to
+    facts: DataFrame  # PK -> first diagnosis, registry sex
+    sn_keys: DataFrame  # PK -> SN_KEY
+    cached: list[DataFrame] = field(default_factory=list)
 
-def feed_table(cfg: Config) -> dict[str, str]:
-    return {spec["source"]: name for name, spec in library_tables(cfg).items()}
+    def release(self) -> None:
+        for df in self.cached:
+            df.unpersist()
 
 
 def secondary_map(pairs: DataFrame) -> DataFrame:
@@ -85,192 +94,216 @@ def classify(df: DataFrame, cohort: DataFrame, sk_map: DataFrame) -> DataFrame:
     return df.withColumn("_status", status).withColumn("PK", pk).drop("_in", "LK_SK")
 
 
-def _select_library(df: DataFrame, spec: dict[str, Any]) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return df.select(*[F.col(c["name"]).cast(SPARK_TYPES[c["type"]]).alias(c["name"]) for c in spec["columns"]])
-
-
-def run(spark: SparkSession, cfg: Config, library_secret: Secret, build: str) -> LinkResult:
+def people(cfg: Config, feeds: dict[str, DataFrame], keys: DataFrame) -> People:
+    """The cohort, the secondary-key maps, the registry's facts per person and each person's SN_KEY."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    src = cfg.local_path("pseudonymized") / build
-    out = cfg.local_path("linked") / build
-    # a new link output: the privacy step's copy of the previous one must not outlive it
-    shutil.rmtree(out / PRE_PRIVACY, ignore_errors=True)
-    lo, hi = (int(y) for y in cfg.privacy["window"]["diagnosis_years"])
-    rules = cfg.library["conflicts"]
-    tables = library_tables(cfg)
-    by_feed = feed_table(cfg)
-    feeds = {f: spark.read.parquet(str(src / f)) for f in by_feed if (src / f).exists()}
-    if "kccr_registry" not in feeds:
-        raise RuntimeError(f"no pseudonymized registry in {src}: nothing defines the cohort")
-    keys = T.key_relation(spark, {"sn": library_secret})
-
-    # 1. who is in the cohort
-    pairs = None
-    for f in PERSON_FEEDS:
-        if f in feeds:
-            p = feeds[f].where(F.col("LK").isNotNull() & F.col("SK").isNotNull()).select("SK", "LK")
-            pairs = p if pairs is None else pairs.unionByName(p)
-    assert pairs is not None
-    pairs = pairs.distinct().persist(StorageLevel.MEMORY_AND_DISK)
-    reg = feeds["kccr_registry"].join(secondary_map(pairs), "SK", "left")
-    reg = reg.withColumn("PK", F.coalesce("LK", "LK_SK"))
-    cohort = (reg.where(F.col("PK").isNotNull() & F.col("DBYEAR").between(lo, hi)).select("PK").distinct()).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    lo, hi = cfg.privacy.window
+    cohort_spec = cfg.library.cohort
+    registry = feeds[cfg.library.tables[cohort_spec.table].source]
+    in_window = F.col(cohort_spec.diagnosis_year).between(lo, hi)
+    keep = StorageLevel.MEMORY_AND_DISK
+    named = [df for f, df in feeds.items() if cfg.feeds[f].names_person]
+    pairs = named[0].where(F.col("LK").isNotNull() & F.col("SK").isNotNull()).select("SK", "LK")
+    for df in named[1:]:
+        pairs = pairs.unionByName(df.where(F.col("LK").isNotNull() & F.col("SK").isNotNull()).select("SK", "LK"))
+    pairs = pairs.distinct().persist(keep)
+    reg = registry.join(secondary_map(pairs), "SK", "left").withColumn("PK", F.coalesce("LK", "LK_SK"))
+    cohort = reg.where(F.col("PK").isNotNull() & in_window).select("PK").distinct().persist(keep)
     cohort_map = secondary_map(pairs.join(F.broadcast(cohort), pairs.LK == cohort.PK, "inner").select("SK", "LK"))
-
-    # 2. person-level facts used to resolve conflicts
-    reg_status = (
+    status = (
         F.when(F.col("PK").isNull(), "unlinked")
-        .when(~F.col("DBYEAR").between(lo, hi), "out_of_cohort")
+        .when(~in_window, "out_of_cohort")
         .when(F.col("LK").isNotNull(), "linked_rrn")
         .otherwise("linked_secondary")
     )
-    reg = reg.withColumn("_status", reg_status).withColumn(
-        "PK", F.when(F.col("_status").startswith("linked"), F.col("PK"))
-    )
-    person = (
+    reg = reg.withColumn("_status", status).withColumn("PK", F.when(F.col("_status").startswith("linked"), F.col("PK")))
+    sex = [F.mode("_SEX", deterministic=True).alias("_reg_sex")] if "_SEX" in reg.columns else []
+    facts = (
         reg.where(F.col("PK").isNotNull())
         .groupBy("PK")
-        .agg(
-            F.min("FDX").alias("_first_fdx"),
-            F.mode("SEX", deterministic=True).alias("_reg_sex"),
-        )
-        .persist(StorageLevel.MEMORY_AND_DISK)
+        .agg(F.min(cohort_spec.diagnosis_date).alias("_first_dx"), *sex)
+        .persist(keep)
     )
     # SN_KEY once per person, not once per record: the library's records number ~1,500 per person
-    sn_keys = (
-        T.drop_keys(T.with_keys(cohort, keys).withColumn("SN_KEY", T.hmac_sha256(F.col("PK"), "sn")), keys)
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    sn_keys = T.drop_keys(T.with_keys(cohort, keys).withColumn("SN_KEY", T.hmac_sha256(F.col("PK"), "sn")), keys)
+    sn_keys = sn_keys.persist(keep)
+    return People(reg.drop("LK_SK"), cohort, cohort_map, facts, sn_keys, [pairs, cohort, facts, sn_keys])
 
-    report_rows: list[Any] = []
-    counts: dict[str, int] = {}
-    linked: dict[str, DataFrame] = {}
+
+def _parents(df: DataFrame, key: str) -> DataFrame:
+    """One status, person and SN_KEY per parent key, chosen deterministically (a linked status sorts first)."""
+    from pyspark.sql import functions as F
+
+    best = F.min(F.struct("_status", "PK", "SN_KEY")).alias("_p")
+    return (
+        df.groupBy(key).agg(best).select(key, *[F.col(f"_p.{c}").alias(f"_p{c}") for c in ("_status", "PK", "SN_KEY")])
+    )
+
+
+def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, DataFrame]:
+    """Every feed's records with ``_status``, ``PK`` and ``SN_KEY``; via feeds follow their parent row."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    registry = cfg.library.tables[cfg.library.cohort.table].source
+    out: dict[str, DataFrame] = {}
     for f, df in feeds.items():
-        if f == "kccr_registry":
-            linked[f] = reg.drop("LK_SK")
-        elif f in PERSON_FEEDS:
-            linked[f] = classify(df, cohort, cohort_map)
-    for f in list(linked):
-        linked[f] = linked[f].join(sn_keys, "PK", "left")
-    # children follow their T200 statement. One status per MID, chosen deterministically (a linked
-    # status sorts first), and cached: every write below must see the same parents.
-    parents = None
-    if "hira_t200" in linked:
-        parents = (
-            linked["hira_t200"]
-            .groupBy("MID")
-            .agg(F.min(F.struct("_status", "PK", "SN_KEY")).alias("_p"))
-            .select(
-                "MID",
-                F.col("_p._status").alias("_parent"),
-                F.col("_p.PK").alias("_ppk"),
-                F.col("_p.SN_KEY").alias("_psn"),
-            )
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        if cfg.feeds[f].names_person:
+            own = who.registry if f == registry else classify(df, who.cohort, who.cohort_map)
+            out[f] = own.join(who.sn_keys, "PK", "left")
+    parents: dict[tuple[str, str], DataFrame] = {}  # cached: every write below must see the same parents
+    for f, df in feeds.items():
+        feed = cfg.feeds[f]
+        if feed.person_via is None:
+            continue
+        key, parent = feed.person_via, parent_of(cfg.feeds, feed).name
+        if parent not in out:  # nothing staged to follow: every row is unlinked, and counted
+            none = F.lit(None).cast("string")
+            out[f] = df.withColumn("_status", F.lit("unlinked")).withColumn("PK", none).withColumn("SN_KEY", none)
+            continue
+        if (parent, key) not in parents:
+            parents[(parent, key)] = _parents(out[parent], key).persist(StorageLevel.MEMORY_AND_DISK)
+            who.cached.append(parents[(parent, key)])
+        via = F.col("_p_status").startswith("linked")
+        status = F.when(via, "linked_via_mid").otherwise(F.coalesce(F.col("_p_status"), F.lit("unlinked")))
+        out[f] = (
+            df.join(parents[(parent, key)], key, "left")
+            .withColumn("_status", status)
+            .withColumn("PK", F.when(via, F.col("_pPK")))
+            .withColumn("SN_KEY", F.when(via, F.col("_pSN_KEY")))
+            .drop("_p_status", "_pPK", "_pSN_KEY")
         )
-        for f in CHILD_FEEDS:
-            if f in feeds:
-                c = feeds[f].join(parents, "MID", "left")
-                via = F.col("_parent").startswith("linked")
-                status = F.when(via, "linked_via_mid").otherwise(F.coalesce(F.col("_parent"), F.lit("unlinked")))
-                linked[f] = (
-                    c.withColumn("_status", status)
-                    .withColumn("PK", F.when(via, F.col("_ppk")))
-                    .withColumn("SN_KEY", F.when(via, F.col("_psn")))
-                    .drop("_parent", "_ppk", "_psn")
-                )
+    return out
 
-    for f, df in linked.items():
-        spec = tables[by_feed[f]]
-        # exact duplicates were marked by pseudonymize, which still saw the whole delivered record
-        if rules.get("duplicates") != "drop":
-            df = df.withColumn("_dup", F.lit(False))
-        conflict = F.lit(False)
-        if f in ("kccr_registry", "nhis_eligibility", "kostat_death"):
-            df = df.join(person, "PK", "left")
-            sex_col = "_SEX" if f == "kostat_death" else "SEX"
-            sex_conflict = F.col("_reg_sex").isNotNull() & (F.col(sex_col) != F.col("_reg_sex"))
-            df = df.withColumn("_sex_conflict", F.coalesce(sex_conflict, F.lit(False)))
-            if rules.get("sex") == "registry" and f != "kostat_death":
-                df = df.withColumn("SEX", F.coalesce(F.col("_reg_sex"), F.col("SEX")))
-            if f == "kostat_death" and rules.get("death_before_diagnosis") == "drop_death":
-                conflict = F.coalesce(F.col("DREGDATE") < F.concat(F.col("_first_fdx"), F.lit("01")), F.lit(False))
-        else:
-            df = df.withColumn("_sex_conflict", F.lit(False))
-        df = df.withColumn("_conflict_drop", conflict)
-        df = df.withColumn("_in_library", F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop"))
-        table = by_feed[f]
-        # Two writes, each recomputing its own narrow plan: Spark prunes each one's join to the columns
-        # it writes, which costs less than caching every column of a feed. Both see the same rows:
-        # every input is deterministic (the parents and person facts are cached).
-        spark.sparkContext.setJobDescription(f"link: {f} -> {table}")  # names the Spark jobs in the UI/event log
-        _select_library(df.where("_in_library"), spec).write.mode("overwrite").parquet(str(out / table))
-        spark.sparkContext.setJobDescription(f"link: {f} lineage")
-        df.select(*LINEAGE).write.mode("overwrite").parquet(str(out / "_lineage" / f))
-        spark.sparkContext.setJobDescription(f"link: {f} report")
-        written = spark.read.parquet(str(out / "_lineage" / f))
-        not_dropped = ~F.col("_dup") & ~F.col("_conflict_drop")
-        report_rows += (
-            written.groupBy("_feed", "_year")
-            .agg(
-                F.count(F.lit(1)).alias("staged"),
-                *[F.sum(F.when((F.col("_status") == s) & not_dropped, 1).otherwise(0)).alias(s) for s in STATUSES],
-                F.sum(F.when(F.col("_dup"), 1).otherwise(0)).alias("duplicates_dropped"),
-                F.sum(F.when(~F.col("_dup") & F.col("_conflict_drop"), 1).otherwise(0)).alias("conflicts_dropped"),
-                F.sum(F.when(F.col("_sex_conflict"), 1).otherwise(0)).alias("sex_conflicts_flagged"),
-                F.sum(F.when(F.col("_in_library"), 1).otherwise(0)).alias("in_library"),
-            )
-            .collect()
+
+def resolve_conflicts(cfg: Config, df: DataFrame, table: LibraryTable, facts: DataFrame) -> DataFrame:
+    """``_dup``, ``_sex_conflict``, ``_conflict_drop`` and ``_in_library`` as ``conflicts`` says."""
+    from pyspark.sql import functions as F
+
+    rules = cfg.library.conflicts
+    if rules.duplicates != "drop":
+        df = df.withColumn("_dup", F.lit(False))
+    has_sex = "_SEX" in df.columns and "_reg_sex" in facts.columns
+    if has_sex or table.death_date:
+        df = df.join(facts, "PK", "left")
+    if has_sex:
+        differs = F.col("_reg_sex").isNotNull() & (F.col("_SEX") != F.col("_reg_sex"))
+        df = df.withColumn("_sex_conflict", F.coalesce(differs, F.lit(False)))
+        if rules.sex == "registry" and "SEX" in table.column_names:
+            df = df.withColumn("SEX", F.coalesce(F.col("_reg_sex"), F.col("SEX")))
+    else:
+        df = df.withColumn("_sex_conflict", F.lit(False))
+    conflict = F.lit(False)
+    if table.death_date and rules.death_before_diagnosis == "drop_death":
+        first_day = F.rpad(F.col("_first_dx"), 8, "01")  # a yyyyMM diagnosis counts from its month's first day
+        conflict = F.coalesce(F.col(table.death_date) < first_day, F.lit(False))
+    df = df.withColumn("_conflict_drop", conflict)
+    return df.withColumn("_in_library", F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop"))
+
+
+def library_columns(df: DataFrame, table: LibraryTable) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return df.select(*[F.col(c.name).cast(SPARK_TYPES[c.type]).alias(c.name) for c in table.columns])
+
+
+def empty_table(spark: SparkSession, table: LibraryTable) -> DataFrame:
+    fields = ", ".join(f"{c.name} {SPARK_TYPES[c.type]}" for c in table.columns)
+    return spark.createDataFrame([], fields)
+
+
+def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTable, out: Path) -> list[dict[str, Any]]:
+    """The table's rows and the feed's lineage; the report rows of the feed counted from that lineage."""
+    from pyspark.sql import functions as F
+
+    # Two writes, each recomputing its own narrow plan: Spark prunes each one's join to the columns
+    # it writes, which costs less than caching every column of a feed. Both see the same rows:
+    # every input is deterministic (the parents and person facts are cached).
+    spark.sparkContext.setJobDescription(f"link: {feed} -> {table.name}")  # names the jobs in the UI/event log
+    library_columns(df.where("_in_library"), table).write.mode("overwrite").parquet(str(out / table.name))
+    spark.sparkContext.setJobDescription(f"link: {feed} lineage")
+    df.select(*LINEAGE_COLUMNS).write.mode("overwrite").parquet(str(out / LINEAGE / feed))
+    spark.sparkContext.setJobDescription(f"link: {feed} report")
+    written = spark.read.parquet(str(out / LINEAGE / feed))
+    kept = ~F.col("_dup") & ~F.col("_conflict_drop")
+
+    def n(cond: Any) -> Any:
+        return F.sum(F.when(cond, 1).otherwise(0))
+
+    rows = (
+        written.groupBy("_feed", "_year")
+        .agg(
+            F.count(F.lit(1)).alias("staged"),
+            *[n((F.col("_status") == s) & kept).alias(s) for s in LINKAGE_STATUSES],
+            n(F.col("_dup")).alias("duplicates_dropped"),
+            n(~F.col("_dup") & F.col("_conflict_drop")).alias("conflicts_dropped"),
+            n(F.col("_sex_conflict")).alias("sex_conflicts_flagged"),
+            n(F.col("_in_library")).alias("in_library"),
         )
-        counts[table] = 0
-    report = [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in report_rows]
-    report.sort(key=lambda r: (r["_feed"], r["_year"]))
-    for r in report:
-        counts[by_feed[str(r["_feed"])]] += int(r["in_library"])
-    for cached in (pairs, cohort, person, sn_keys, parents):
-        if cached is not None:
-            cached.unpersist()
-    restrict(out / "_lineage")  # lineage + staging would map SN_KEY back to a person: owner-only
-    write_dictionary(cfg, out)
-    (out / "_linkage_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return LinkResult(out, counts, report)
+        .collect()
+    )
+    return [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in rows]
 
 
-def write_dictionary(cfg: Config, out: Path) -> None:
+def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out: Path) -> LinkResult:
+    """Link the pseudonymized feeds in ``src`` into the library tables, report and lineage in ``out``."""
+    by_feed = cfg.library.by_feed
+    feeds = {f: spark.read.parquet(str(src / f)) for f in cfg.feeds if f in by_feed and (src / f).exists()}
+    registry = cfg.library.tables[cfg.library.cohort.table].source
+    if registry not in feeds:
+        raise RuntimeError(f"no pseudonymized {registry} in {src}: nothing defines the cohort")
+    who = people(cfg, feeds, T.key_relation(spark, {"sn": library_secret}))
+    result = LinkResult(out, {})
+    for f, df in assign(cfg, feeds, who).items():
+        table = cfg.library.tables[by_feed[f]]
+        result.report += write_feed(spark, resolve_conflicts(cfg, df, table, who.facts), f, table, out)
+        result.tables[table.name] = 0
+    who.release()
+    for name, table in cfg.library.tables.items():
+        if table.source in feeds:
+            continue
+        if table.if_no_input == "omit":
+            result.empty[name] = f"left out: nothing of {table.source} is staged (if_no_input: omit)"
+            continue
+        empty_table(spark, table).write.mode("overwrite").parquet(str(out / name))
+        result.tables[name] = 0
+        result.empty[name] = f"no rows: nothing of {table.source} is staged"
+    result.report.sort(key=lambda r: (r["_feed"], r["_year"]))
+    for r in result.report:
+        result.tables[by_feed[str(r["_feed"])]] += int(r["in_library"])
+    restrict_tree(out / LINEAGE)  # lineage + staging would map SN_KEY back to a person: owner-only
+    write_dictionary(cfg, out, [t for t in cfg.library.tables if t in result.tables])
+    (out / LINKAGE_REPORT).write_text(json.dumps(result.report, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+def write_dictionary(cfg: Config, out: Path, tables: list[str]) -> None:
     """The data dictionary of the library, generated from conf/library.yaml."""
-    rows = []
-    for table, spec in library_tables(cfg).items():
-        for c in spec["columns"]:
-            rows.append(
-                {
-                    "table": table,
-                    "column": c["name"],
-                    "type": c["type"],
-                    "meaning": c.get("meaning", ""),
-                    "generalization": c.get("generalization", ""),
-                }
-            )
+    rows = [
+        {
+            "table": name,
+            "column": c.name,
+            "type": c.type,
+            "meaning": c.meaning,
+            "generalization": c.generalization,
+        }
+        for name in tables
+        for c in cfg.library.tables[name].columns
+    ]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "_dictionary.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / DICTIONARY).write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     lines = ["| table | column | type | meaning | generalization |", "|---|---|---|---|---|"]
     lines += [f"| {r['table']} | {r['column']} | {r['type']} | {r['meaning']} | {r['generalization']} |" for r in rows]
-    (out / "_dictionary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / DICTIONARY.replace(".json", ".md")).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def describe(report: list[dict[str, Any]]) -> str:
     """The linkage report summed per feed, for people."""
     cols = (
         "staged",
-        "linked_rrn",
-        "linked_secondary",
-        "linked_via_mid",
-        "out_of_cohort",
-        "unlinked",
+        *LINKAGE_STATUSES,
         "duplicates_dropped",
         "conflicts_dropped",
         "sex_conflicts_flagged",
@@ -286,13 +319,3 @@ def describe(report: list[dict[str, Any]]) -> str:
     for f, acc in feeds.items():
         lines.append(f"{f:<18}" + "".join(f"{acc[c]:>11,}" for c in cols))
     return "\n".join(lines)
-
-
-def restrict(path: Path) -> None:
-    """Owner-only: the directory tree and every file in it."""
-    import os
-
-    for root, _dirs, files in os.walk(path):
-        os.chmod(root, 0o700)
-        for f in files:
-            os.chmod(os.path.join(root, f), 0o600)

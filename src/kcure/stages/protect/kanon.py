@@ -1,20 +1,22 @@
-"""Re-identification risk: k-anonymity with local recoding, and l-diversity (SOURCES.md §5).
+"""Re-identification risk: k-anonymity with local recoding, and l-diversity (docs/contract.md §5).
 
 The person-level quasi-identifiers (sex, age band, residence class, diagnosis year, 3-character
 cancer site) form equivalence classes. Classes smaller than k are repaired in the order
 ``conf/privacy.yaml`` gives, touching only the people in small classes (local recoding):
-widen a value first (site to its ICD-10 block, age to a wider band, year to a period), suppress a
+widen a value first (site to its ICD-10 block, age to a wider band), suppress a
 value only where widening is not enough, and drop a person only as the last resort, because rare
 cancers are exactly what researchers need. Every step's cost is counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from kcure.core.rules import RecodingStep
 
 SUPPRESSED = "*"
 
@@ -57,19 +59,10 @@ def widen_age(band: str, width: int) -> str:
     return f"{start:02d}-{start + width - 1:02d}"
 
 
-def widen_year(year: Any, span: int, base: int = 2012) -> str:
-    if year is None or year == SUPPRESSED or pd.isna(year):
-        return SUPPRESSED
-    y = int(str(year)[:4])
-    start = base + (y - base) // span * span
-    return f"{start}-{start + span - 1}"
-
-
-RECODERS: dict[str, Callable[[pd.Series, dict[str, Any]], pd.Series]] = {
-    "site_to_block": lambda s, p: s.map(icd10_block),
-    "age_to_band": lambda s, p: s.map(lambda v: widen_age(v, int(p.get("width", 10)))),
-    "year_to_period": lambda s, p: s.map(lambda v: widen_year(v, int(p.get("span", 3)))),
-    "suppress": lambda s, p: pd.Series(SUPPRESSED, index=s.index),
+RECODERS: dict[str, Callable[[pd.Series, RecodingStep], pd.Series]] = {
+    "site_to_block": lambda s, step: s.map(icd10_block),
+    "age_to_band": lambda s, step: s.map(lambda v: widen_age(v, int(step.width or 10))),
+    "suppress": lambda s, step: pd.Series(SUPPRESSED, index=s.index),
 }
 
 
@@ -114,7 +107,7 @@ def _small(df: pd.DataFrame, qis: list[str], k: int) -> pd.Series:
     return sizes < k
 
 
-def enforce_k(df: pd.DataFrame, qis: list[str], k: int, steps: list[dict[str, Any]]) -> KAnonymityResult:
+def enforce_k(df: pd.DataFrame, qis: list[str], k: int, steps: Sequence[RecodingStep]) -> KAnonymityResult:
     """Repair classes smaller than k step by step; people still in small classes at the end are dropped."""
     work = df[qis].astype("object").copy()
     costs: list[StepCost] = []
@@ -122,14 +115,12 @@ def enforce_k(df: pd.DataFrame, qis: list[str], k: int, steps: list[dict[str, An
         small = _small(work, qis, k)
         if not small.any():
             break
-        col, action = step["column"], step["action"]
-        before = work.loc[small, col]
-        after = RECODERS[action](before, step)
+        before = work.loc[small, step.column]
+        after = RECODERS[step.action](before, step)
         changed = before.astype(str) != after.astype(str)
-        work.loc[small, col] = after
-        costs.append(
-            StepCost(f"{action}:{col}", col, "suppressed" if action == "suppress" else "recoded", int(changed.sum()))
-        )
+        work.loc[small, step.column] = after
+        action = "suppressed" if step.action == "suppress" else "recoded"
+        costs.append(StepCost(step.label, step.column, action, int(changed.sum())))
     small = _small(work, qis, k)
     dropped = list(work.index[small])
     if dropped:
