@@ -18,7 +18,7 @@ DEMO_SEED ?= 20240101
 DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java browser demo airflow bench bench-scaling test lint fmt clean
+.PHONY: help install check-java browser demo airflow bench bench-scaling test test-fast lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,14 +80,20 @@ bench-scaling: install  ## the benchmark at SCALES (each double the one before),
 browser: ## Debian's chromium for the browser test (apt-get; needs root or sudo)
 	@scripts/install_chromium.sh
 
-test: install browser  ## run the whole test suite (unit, spark, airflow, integration, slow)
-	$(UV) pip check
+test: install browser  ## run the whole test suite (unit, spark, airflow, integration, slow): what CI runs
+	$(UV) pip check --python $(BIN)/python
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: install  ## ruff, mypy and hadolint
+test-fast: install  ## the edit loop: unit tests and the quick Spark tier (everything not marked slow)
+	$(UV) pip check --python $(BIN)/python
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install  ## ruff (style, complexity), mypy, import-linter (layers), pylint (duplicate code), hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pylint src/kcure dags jobs bench
 	$(BIN)/hadolint Dockerfile
 
 fmt: install  ## format the code with ruff
