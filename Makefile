@@ -42,16 +42,17 @@ AIRFLOW := scripts/airflow.sh
 AIRFLOW_PORT ?= 8080
 
 demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_library -> release, report, a query
+	@umask 077 && mkdir -p $(KCURE_HOME) && chmod go-rwx $(KCURE_HOME)
 	@scripts/demo_secrets.sh .demo-secrets.env
 	$(BIN)/kcure generate --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) --out $(KCURE_HOME)/landing --force
 	@$(AIRFLOW) db migrate > /dev/null
 	@$(AIRFLOW) dags reserialize > /dev/null 2>&1
 	@echo "== airflow dags test kcure_ingest (logs: $(KCURE_HOME)/demo-ingest.log)"
-	$(AIRFLOW) dags test kcure_ingest --conf '{"landing": "$(KCURE_HOME)/landing"}' > $(KCURE_HOME)/demo-ingest.log 2>&1 \
+	umask 077 && $(AIRFLOW) dags test kcure_ingest --conf '{"landing": "$(KCURE_HOME)/landing"}' > $(KCURE_HOME)/demo-ingest.log 2>&1 \
 	  || { tail -40 $(KCURE_HOME)/demo-ingest.log; exit 1; }
 	$(BIN)/kcure ingest-log --by-feed
 	@echo "== airflow dags test kcure_build_library (logs: $(KCURE_HOME)/demo-build.log)"
-	set -a && . ./.demo-secrets.env && set +a && \
+	set -a && . ./.demo-secrets.env && set +a && umask 077 && \
 	  $(AIRFLOW) dags test kcure_build_library \
 	    --conf '{"build": "$(DEMO_BUILD)", "truth": "$(KCURE_HOME)/landing/_truth"}' > $(KCURE_HOME)/demo-build.log 2>&1 \
 	  || { tail -40 $(KCURE_HOME)/demo-build.log; exit 1; }

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from kcure.core import secrets as secret_store
 from kcure.core.config import Config, load_config
-from kcure.core.zones import LINKAGE_QUALITY, BuildZones, clear, read_json, write_json_atomic
+from kcure.core.zones import LINKAGE_QUALITY, BuildZones, clear, private_umask, read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -118,7 +118,7 @@ def _link(run: Run) -> dict[str, Any]:
     }
     if run.plan.truth:
         out["quality"] = truth.evaluate(run.spark, r.out, Path(run.plan.truth))
-        write_json_atomic(r.out / LINKAGE_QUALITY, out["quality"], 0o644, sort_keys=False)
+        write_json_atomic(r.out / LINKAGE_QUALITY, out["quality"], sort_keys=False)
     return out
 
 
@@ -224,6 +224,7 @@ def plan(
     Refuses a build that is already published (its files are a release's, immutable) and a tag
     that is taken; publishing the same build as the same tag again is allowed and changes nothing.
     """
+    private_umask()
     build = check_id(build) if build else datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if release is not None:
         check_id(release, "release tag")
@@ -261,6 +262,7 @@ def run_stage(
     """Run one stage of a planned build and return its summary. ``here``: never spark-submit."""
     from kcure import cluster
 
+    private_umask()  # what a stage writes is its owner's alone; publish and report share the release
     stage = STAGE[name]
     zones = BuildZones(cfg, check_id(plan_.build))
     keys = load_secrets(cfg, stage)

@@ -108,7 +108,8 @@ class Config:
 
     @property
     def spark(self) -> dict[str, Any]:
-        return dict(self.pipeline.get("spark", {}))
+        """Spark's settings; in local mode its shuffle and spill folder is KCURE_HOME's owner-only tmp/."""
+        return {"local_dir": str(self.home / "tmp" / "spark"), **dict(self.pipeline.get("spark", {}))}
 
     def path(self, name: str) -> str:
         """The resolved location of one pipeline path: a local absolute path or an s3:// URL."""

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+#: what the release's group may do: read the release and its reports, traverse to them, nothing else
+SHARED_DIR_MODE, SHARED_FILE_MODE, TRAVERSE_MODE = 0o750, 0o640, 0o710
 
 # what the stages' outputs are called inside their zone
 LINEAGE = "_lineage"  # linked/<build>/_lineage/<feed>/: each staged row's source line and fate (owner-only)
@@ -71,6 +73,29 @@ class BuildZones:
     def data_docs(self) -> Path:
         """The check stage's Great Expectations Data Docs of the library tables."""
         return self.cfg.local_path("reports") / "releases" / self.build / "data_docs"
+
+
+def private_umask() -> None:
+    """Every file this process writes from now on is its owner's alone, unless shared explicitly."""
+    os.umask(0o077)
+
+
+def share_with_group(path: Path, group: str | None, *, tree: bool = True) -> None:
+    """Let ``group`` (default: the owner's group) read ``path``: the tree (dirs 0750, files 0640), or
+    for a folder on the way to it (``tree=False``) traversal only (0710), so names cannot be listed."""
+    import grp
+
+    gid = grp.getgrnam(group).gr_gid if group else -1
+    if not tree:
+        os.chown(path, -1, gid)
+        os.chmod(path, TRAVERSE_MODE)
+        return
+    for root, _dirs, files in os.walk(path):
+        os.chown(root, -1, gid)
+        os.chmod(root, SHARED_DIR_MODE)
+        for f in files:
+            os.chown(os.path.join(root, f), -1, gid)
+            os.chmod(os.path.join(root, f), SHARED_FILE_MODE)
 
 
 def restricted_dir(path: Path) -> Path:
@@ -122,13 +147,13 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def link_or_copy_tree(src: Path, dst: Path) -> None:
-    """``dst`` holds the files of ``src`` under the same names: hard links where the file system
-    allows them (no bytes copied; Spark never rewrites a file in place), copies elsewhere."""
+def link_or_copy_tree(src: Path, dst: Path, only: str | None = None) -> None:
+    """``dst`` holds the files of ``src`` (or its one file ``only``) under the same names: hard links where
+    the file system allows them (no bytes copied; Spark never rewrites a file in place), copies elsewhere."""
     for root, _dirs, files in os.walk(src):
         target = dst / Path(root).relative_to(src)
         target.mkdir(parents=True, exist_ok=True)
-        for name in files:
+        for name in files if only is None else [only]:
             s, d = Path(root) / name, target / name
             try:
                 os.link(s, d)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from kcure.core.config import Config, Feed
 from kcure.core.deliveries import FEEDS, Manifest
+from kcure.core.zones import private_umask
 from kcure.generator import faults as flt
 from kcure.generator import feeds as fb
 from kcure.generator import population as pop
@@ -250,6 +251,7 @@ def generate(
 ) -> GenerateResult:
     if patients < 1:
         raise GenerateError("--patients must be at least 1")
+    private_umask()  # the deliveries carry RRNs and names, the truth maps them to people: owner-only
     t0 = time.perf_counter()
     gen = cfg.generator
     corrupt_map = _parse_corrupt(corrupt or [], cfg)

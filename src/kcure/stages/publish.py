@@ -32,7 +32,16 @@ from kcure.core.catalog import (
     table_schema,
 )
 from kcure.core.staging import staged_inputs
-from kcure.core.zones import DICTIONARY, LINKAGE_QUALITY, LINKAGE_REPORT, PRIVACY, BuildZones, read_json
+from kcure.core.zones import (
+    DICTIONARY,
+    LINKAGE_QUALITY,
+    LINKAGE_REPORT,
+    PRIVACY,
+    BuildZones,
+    link_or_copy_tree,
+    read_json,
+    share_with_group,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.catalog.sql import SqlCatalog
@@ -49,6 +58,29 @@ def _data_files(build_dir: Path, table: str) -> list[str]:
     if not files:
         raise ReleaseError(f"{build_dir / table} holds no Parquet files: nothing to publish for {table}")
     return files
+
+
+def release_files(cfg: Config, build_dir: Path, table: str, tag: str) -> list[str]:
+    """The table's files as the release holds them: in the warehouse, hard links to protected/<build>/
+    (no bytes copied; a copy across file systems). The release's group may read them there, while
+    protected/ stays its owner's alone."""
+    where = cfg.local_path("warehouse") / NAMESPACE / table / "data" / f"release={tag}"
+    where.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in _data_files(build_dir, table):
+        target = where / Path(f).name
+        if not target.exists():  # an earlier, interrupted publish may have linked it already
+            link_or_copy_tree(Path(f).parent, where, only=Path(f).name)
+        out.append(str(target))
+    return out
+
+
+def share_release(cfg: Config) -> None:
+    """The warehouse and the catalog readable by the release group; KCURE_HOME traversable to them."""
+    group = (cfg.pipeline.get("access") or {}).get("release_group")
+    share_with_group(cfg.home, group, tree=False)
+    share_with_group(cfg.local_path("warehouse"), group)
+    share_with_group(cfg.local_path("catalog").parent, group)
 
 
 def _publish_table(cat: SqlCatalog, spec: LibraryTable, files: list[str], tag: str) -> int:
@@ -94,7 +126,8 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
     snapshots: dict[str, int] = {}
     names = [n for n in cfg.library.tables if (build_dir / n).is_dir()]  # a table left out has no folder
     for i, name in enumerate(names):
-        snapshots[name] = _publish_table(cat, cfg.library.tables[name], _data_files(build_dir, name), tag)
+        files = release_files(cfg, build_dir, name, tag)
+        snapshots[name] = _publish_table(cat, cfg.library.tables[name], files, tag)
         if _crash_after is not None and i + 1 >= _crash_after:
             raise ReleaseError(f"injected crash after {i + 1} table(s)")
     rows = {name: _rows(cat.load_table(f"{NAMESPACE}.{name}"), sid) for name, sid in snapshots.items()}
@@ -114,6 +147,7 @@ def publish(cfg: Config, build: str, tag: str, manifest: dict[str, Any], *, _cra
         schema=RELEASES_SCHEMA,
     )
     _releases_table(cat).append(marker, snapshot_properties={PROP: tag})
+    share_release(cfg)
     return resolve(cat, tag)
 
 

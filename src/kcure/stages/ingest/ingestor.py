@@ -25,7 +25,7 @@ import pyarrow as pa
 from kcure.core.config import Config, Feed
 from kcure.core.deliveries import ManifestFile
 from kcure.core.staging import StagedVersion, Staging
-from kcure.core.zones import restricted_dir, write_restricted_parquet
+from kcure.core.zones import private_umask, restricted_dir, write_restricted_parquet
 from kcure.stages.ingest.discover import Delivery, LandingError, LandingZone, NotDelivered, discover, open_landing
 from kcure.stages.ingest.parse import QUARANTINE_SCHEMA, FormatError, count_rows, parse
 
@@ -116,6 +116,7 @@ def read_log(cfg: Config, run_id: str | None = None) -> list[dict[str, Any]]:
 
 class Ingestor:
     def __init__(self, cfg: Config, zone: LandingZone, *, run_id: str | None = None, data_docs: bool = True) -> None:
+        private_umask()  # staging, quarantine, the ingest log and Data Docs of staged data: owner-only
         self.cfg = cfg
         self.zone = zone
         self.staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
