@@ -31,6 +31,8 @@ VALUE_SETS = {
     "DIV_TY_CD": ["1", "3", "8"],
     "SOPR_YN": ["Y", "N"],
 }
+# a released diagnosis code: 3-4 characters, or an ICD-10 block where k-anonymity widened the site
+KCD_RELEASED = r"^([A-Z][0-9A-Z]{2,3}|C[0-9]{2}-C[0-9]{2})$"
 # what an identifier looks like, whatever column it hides in
 PATTERNS = {
     "an RRN": r"[0-9]{6}-?[0-9]{7}",
@@ -132,10 +134,11 @@ def render(name: str, spec: dict) -> dict:
             if col in cols:
                 es.append(
                     exp(
-                        "expect_column_value_lengths_to_be_between",
-                        {"column": col, "min_value": 3, "max_value": 4},
+                        "expect_column_values_to_match_regex",
+                        {"column": col, "regex": KCD_RELEASED},
                         "critical",
-                        "KCD is generalized to 4 characters (3 for F).",
+                        "KCD is generalized to 4 characters (3 for F), or shows the ICD-10 block of a site "
+                        "the protect stage widened (C15-C26).",
                     )
                 )
     for c in spec["columns"]:

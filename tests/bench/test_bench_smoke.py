@@ -19,7 +19,7 @@ STAGES = ["ingest", "pseudonymize", "link", "protect", "check", "publish"]
 def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -> None:
     results = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "40", "--work", str(tmp_path / "work"),
+        [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "150", "--work", str(tmp_path / "work"),
          "--results", str(results)],
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip

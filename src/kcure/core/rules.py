@@ -33,11 +33,20 @@ RULES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 DATE_TEXT_FORMATS = ("yyyyMMdd", "yyyyMM", "yyyy")
 #: person-level quasi-identifiers the protect stage knows how to derive from RGST and BFC
 KNOWN_QIS = ("SEX", "AGE", "SIDO", "DBYEAR", "TCODE3")
-#: recoding actions, and the quasi-identifiers the protect stage can apply each one to
+#: recoding actions, and the quasi-identifiers the protect stage can apply each one to. The diagnosis
+#: year is not among them: claims keep day-level dates, so it is treated as known, never hidden.
 RECODING = {
     "site_to_block": ("TCODE3",),
     "age_to_band": ("AGE",),
-    "suppress": ("AGE", "SIDO", "DBYEAR", "TCODE3"),
+    "suppress": ("AGE", "SIDO", "TCODE3"),
+}
+#: how a released column reveals a quasi-identifier, so that recoding the one recodes the other
+REVEALS = {
+    "AGE": ("age_band",),  # an age band in the row's year: the person's band moved by the years since diagnosis
+    "SIDO": ("value",),  # the person's value, in every row
+    "SEX": ("value",),
+    "DBYEAR": ("value",),
+    "TCODE3": ("site_code", "diagnosis_code", "morphology", "site_procedure"),
 }
 
 
@@ -126,6 +135,21 @@ class RecodingStep:
 
 
 @dataclass(frozen=True)
+class Reveal:
+    """A released column that reveals a quasi-identifier, and how it is recoded with it."""
+
+    qi: str
+    table: str
+    column: str
+    kind: str  # age_band | value | site_code | diagnosis_code | morphology | site_procedure
+    year: str | None = None  # age_band: the column giving the row's year
+
+    @property
+    def label(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+@dataclass(frozen=True)
 class Privacy:
     min_secret_bytes: int
     window: tuple[int, int]
@@ -138,6 +162,12 @@ class Privacy:
     min_cell_count: int
     recoding: tuple[RecodingStep, ...]
     drop_last_resort: bool
+    reveals: tuple[Reveal, ...] = ()
+    site_procedures: tuple[str, ...] = ()  # procedure codes that name a cancer's site
+    rounding: int = 5  # counts shown outside the custodian's zone are rounded to this
+
+    def revealing(self, qi: str) -> tuple[Reveal, ...]:
+        return tuple(r for r in self.reveals if r.qi == qi)
 
 
 # --- library.yaml ------------------------------------------------------------------------------------
@@ -295,6 +325,8 @@ def _recoding(top: Where, qis: tuple[str, ...], band: int) -> tuple[RecodingStep
     for i, raw in enumerate(steps):
         sw = Where(top.file, raw, f"recoding[{i}]")
         action = sw.get("action", str, choices=RECODING)
+        if sw.data.get("column") == "DBYEAR":
+            sw.fail("the diagnosis year cannot be hidden while claims keep day-level dates: it is treated as known")
         column = sw.get("column", str, choices=RECODING[action])
         if column not in qis:
             sw.fail(f"{column} is not one of k_anonymity.quasi_identifiers ({', '.join(qis)})", "column")
@@ -302,6 +334,29 @@ def _recoding(top: Where, qis: tuple[str, ...], band: int) -> tuple[RecodingStep
         if width is not None and width % band:
             sw.fail(f"an age band of {width} years does not contain whole {band}-year bands", "width")
         out.append(RecodingStep(column, action, width))
+    return tuple(out)
+
+
+#: the column each recodable quasi-identifier is measured from: its reveals must include it
+SOURCE_OF = {"AGE": "RGST.AGE", "SIDO": "BFC.SIDO", "TCODE3": "RGST.TCODE", "SEX": "RGST.SEX", "DBYEAR": "RGST.DBYEAR"}
+
+
+def _reveals(kw: Where, qis: tuple[str, ...], library: Library) -> tuple[Reveal, ...]:
+    rw = kw.sub("reveals")
+    out = []
+    for qi, entries in rw.data.items():
+        if qi not in qis:
+            rw.fail(f"{qi} is not one of quasi_identifiers ({', '.join(qis)})", str(qi))
+        for i, raw in enumerate(entries if isinstance(entries, list) else []):
+            ew = Where(kw.file, raw, f"{rw.key}.{qi}[{i}]")
+            table, _, column = ew.get("column", str).partition(".")
+            if table not in library.tables or column not in library.tables[table].column_names:
+                ew.fail(f"{table}.{column} is not a column of the library (conf/library.yaml)", "column")
+            kind = ew.get("as", str, choices=REVEALS[qi])
+            year = ew.get("year", str, None)
+            if (kind == "age_band") != (year is not None) or (year and year not in library.tables[table].column_names):
+                ew.fail("an age_band needs year: a column of its table giving the row's year", "year")
+            out.append(Reveal(qi, table, column, kind, year))
     return tuple(out)
 
 
@@ -325,6 +380,14 @@ def parse_privacy(file: str, raw: Any, library: Library) -> Privacy:
     if attribute not in library.tables[table].column_names:
         lw.fail(f"{attribute!r} is not a column of {table}", "sensitive_attribute")
     general = _generalization(top.sub("generalization"))
+    recoding = _recoding(top, tuple(qis), general.age_band_years)
+    reveals = _reveals(kw, tuple(qis), library)
+    for step in recoding:  # a recoded quasi-identifier is recoded where it is measured, at least
+        if SOURCE_OF[step.column] not in {r.label for r in reveals if r.qi == step.column}:
+            kw.fail(
+                f"{step.column} is recoded ({step.label}) but {SOURCE_OF[step.column]} is not among its reveals",
+                "reveals",
+            )
     return Privacy(
         min_secret_bytes=top.sub("secrets").positive("min_bytes"),
         window=(years[0], years[1]),
@@ -335,6 +398,9 @@ def parse_privacy(file: str, raw: Any, library: Library) -> Privacy:
         sensitive_table=table,
         sensitive_attribute=attribute,
         min_cell_count=top.sub("export").positive("min_cell_count"),
-        recoding=_recoding(top, tuple(qis), general.age_band_years),
+        rounding=top.sub("export").positive("rounding", 5),
+        recoding=recoding,
         drop_last_resort=top.get("drop_last_resort", bool),
+        reveals=reveals,
+        site_procedures=tuple(str(c) for c in kw.get("site_procedures", list, [])),
     )

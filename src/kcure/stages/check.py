@@ -96,8 +96,8 @@ def _sample(df: DataFrame, expectation: str, column: str | None) -> list[str]:
     if expectation in ("expect_compound_columns_to_be_unique", "expect_column_values_to_be_unique"):
         dup = df.groupBy(*cols).count().where("count > 1").select(*cols).limit(SAMPLE)
         rows = df.join(dup, cols, "inner").select(key).distinct().limit(SAMPLE).collect()
-    elif expectation == "expect_column_values_to_not_match_regex":
-        return []  # the rows matched an identifier pattern: their keys are shown by the leak scan, not here
+    elif expectation in ("expect_column_values_to_not_match_regex", "expect_column_values_to_match_regex"):
+        return []  # which rows (mis)matched a pattern is a question for the custodian's own query, not a message
     else:
         rows = df.where(F.col(cols[0]).isNull()).select(key).limit(SAMPLE).collect() if cols[0] in df.columns else []
     return [str(r[0]) for r in rows if r[0] is not None]
@@ -191,6 +191,12 @@ def _privacy_checks(privacy: dict[str, Any]) -> list[Check]:
     ld = privacy["l_diversity"]
     return [
         Check("*", f"k-anonymity (k={k})", bool(privacy["success"]), privacy.get("failure", done)),
+        Check(
+            "*",
+            "the release keeps people",
+            privacy["people"] == 0 or privacy["people_dropped"] < privacy["people"],
+            f"{privacy['people'] - privacy['people_dropped']} of {privacy['people']} people kept",
+        ),
         Check(
             "*",
             f"l-diversity of {ld['attribute']} (l={ld['required']})",

@@ -1,12 +1,18 @@
-"""Stage 4, protect: linked/<build>/ -> protected/<build>/: k-anonymity by local recoding.
+"""Stage 4, protect: linked/<build>/ -> protected/<build>/: k-anonymity by local recoding, applied to
+every released column that reveals a quasi-identifier.
 
 Person-level quasi-identifiers (``conf/privacy.yaml`` ``k_anonymity.quasi_identifiers``, from the
 first registered cancer in RGST and the residence class in BFC in its year) form equivalence
 classes. People in classes smaller than k are recoded step by step (``recoding``), only those
-people; the recoded values are written into new RGST and BFC tables. People still unprotected are
-dropped from every table when ``drop_last_resort`` is true; otherwise the stage records the failure
-and writes no table, so the check stage fails and nothing can be published. The cost of every step,
-the class-size distribution and l-diversity go to ``protected/<build>/_privacy.json``.
+people. A recoded value is then written into *every* column that reveals it
+(``k_anonymity.reveals``): a widened site becomes its ICD-10 block in RGST and in the C-codes of the
+person's claims and death record, site-naming procedures are blanked, and so on. Ages are made
+consistent for everyone: every age band in the release is the person's band at diagnosis moved
+by the years since, because yearly bands computed from the birth date would pin the birth year.
+People still unprotected are dropped from every table when ``drop_last_resort`` is true; otherwise
+the stage records the failure and writes no table, so the check stage fails and nothing can be
+published. ``protected/<build>/_privacy.json`` records the classes, what each step cost,
+l-diversity, and the attacker knowledge the k figure holds against, and which it does not.
 
 The linked tables are never touched: a table the step does not change is linked (hard link) or
 copied into protected/ as it is, so running the stage again always starts from link's output.
@@ -27,9 +33,13 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from kcure.core.config import Config
+    from kcure.core.rules import Privacy, Reveal
+
+#: per person, what the recoding decided (one row per person of the release)
+PERSON_COLUMNS = ("SN_KEY", "_band", "_dbyear", "_site", "_new_SIDO", "_new_SEX", "_new_DBYEAR")
 
 
-def person_qis(rgst: DataFrame, bfc: DataFrame, qis: tuple[str, ...]) -> DataFrame:
+def person_qis(rgst: DataFrame, bfc: DataFrame, with_sido: bool) -> DataFrame:
     """One row per person: SN_KEY and the quasi-identifiers of their first registered cancer."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -40,56 +50,146 @@ def person_qis(rgst: DataFrame, bfc: DataFrame, qis: tuple[str, ...]) -> DataFra
         .where("_rn = 1")
         .select("SN_KEY", "SEX", "AGE", "DBYEAR", F.substring("TCODE", 1, 3).alias("TCODE3"))
     )
-    if "SIDO" in qis:  # the residence in the diagnosis year, else in any year
-        at_dx = bfc.groupBy("SN_KEY", "STD_YYYY").agg(F.max("SIDO").alias("_sido_year"))
-        anytime = bfc.groupBy("SN_KEY").agg(F.max("SIDO").alias("_sido_any"))
-        first = (
-            first.join(at_dx, (first.SN_KEY == at_dx.SN_KEY) & (first.DBYEAR == at_dx.STD_YYYY), "left")
-            .drop(at_dx.SN_KEY)
-            .join(anytime, "SN_KEY", "left")
-            .withColumn("SIDO", F.coalesce("_sido_year", "_sido_any"))
+    if not with_sido:
+        return first
+    # the residence in the diagnosis year, else in any year
+    at_dx = bfc.groupBy("SN_KEY", "STD_YYYY").agg(F.max("SIDO").alias("_sido_year"))
+    anytime = bfc.groupBy("SN_KEY").agg(F.max("SIDO").alias("_sido_any"))
+    return (
+        first.join(at_dx, (first.SN_KEY == at_dx.SN_KEY) & (first.DBYEAR == at_dx.STD_YYYY), "left")
+        .drop(at_dx.SN_KEY)
+        .join(anytime, "SN_KEY", "left")
+        .withColumn("SIDO", F.coalesce("_sido_year", "_sido_any"))
+        .drop("_sido_year", "_sido_any")
+    )
+
+
+def threat_model(rules: Privacy) -> dict[str, list[str]]:
+    """What the k figure of a release protects against, and what it does not, in words."""
+    names = {
+        "SEX": "sex",
+        "AGE": "age band at diagnosis (and so the birth year, to within that band)",
+        "SIDO": "residence class in the diagnosis year",
+        "DBYEAR": "diagnosis year",
+        "TCODE3": "3-character site of the first cancer",
+    }
+    tables = sorted({r.table for r in rules.reveals})
+    return {
+        "holds_against": [
+            f"an attacker who knows a person's {', '.join(names[q] for q in rules.quasi_identifiers)}, "
+            f"and reads them from any released column ({', '.join(tables)}): every person in the release "
+            f"shares those values with at least {rules.k - 1} others",
+        ],
+        "does_not_hold_against": [
+            "a known event date: claim, admission, death, COVID-19 and vaccination dates are released at day "
+            "level, and one such date makes most people unique",
+            "the diagnosis month (RGST.FDX is YYYYMM)",
+            "providers (T200.YID), and the pattern of a person's claims, costs and prescriptions",
+            "the sites of second and later cancers beyond their ICD-10 block, and codes that are not C-codes",
+            "screening measurements (G1E)",
+            "knowing that a person belongs to a sub-cohort chosen by something else (histology, stage)",
+        ],
+    }
+
+
+def _persons(spark: SparkSession, people: pd.DataFrame, result: P.KAnonymityResult, rules: Privacy) -> DataFrame:
+    """Per person kept: the (recoded) age band, the first diagnosis year, the site action, new values."""
+    import pandas as pd
+
+    qis = rules.quasi_identifiers
+    kept = result.table
+    orig = people.loc[kept.index]
+    none = pd.Series([None] * len(kept), index=kept.index, dtype="object")
+
+    def changed(q: str) -> pd.Series:
+        if q not in qis:
+            return none
+        new, old = kept[q].astype(str), orig[q].astype(str)
+        return new.where(new != old, None).astype("object")
+
+    site = changed("TCODE3")
+    frame = pd.DataFrame(
+        {
+            "SN_KEY": kept.index.astype(str),
+            "_band": kept["AGE"].astype(str).astype("object") if "AGE" in qis else none,
+            "_dbyear": orig["_dbyear"],
+            "_site": site.map(lambda v: None if v is None else ("suppress" if v == P.SUPPRESSED else "widen")),
+            "_new_SIDO": changed("SIDO"),
+            "_new_SEX": changed("SEX"),
+            "_new_DBYEAR": changed("DBYEAR"),
+        }
+    )
+    rows = [tuple(None if v is None or v != v else v for v in r) for r in frame.itertuples(index=False, name=None)]
+    schema = ", ".join(f"{c} {'int' if c == '_dbyear' else 'string'}" for c in PERSON_COLUMNS)
+    return spark.createDataFrame(rows, schema)
+
+
+def _block(code: Column) -> Column:
+    """The ICD-10 block of a code's first three characters (null outside C00-C97)."""
+    from pyspark.sql import functions as F
+
+    prefix = F.upper(F.substring(code, 1, 3))
+    expr: Any = None
+    for lo, hi, label in P.ICD10_BLOCKS:
+        cond = prefix.between(lo, hi)
+        expr = F.when(cond, F.lit(label)) if expr is None else expr.when(cond, F.lit(label))
+    return expr
+
+
+def _shifted_band(band: Column, years: Column) -> Column:
+    """'60-64' moved by 3 years is '63-67'; '85+' is '88+'; '*' stays '*'."""
+    from pyspark.sql import functions as F
+
+    d = F.coalesce(years, F.lit(0))
+    lo = F.greatest(F.regexp_extract(band, r"^(\d+)", 1).cast("int") + d, F.lit(0))
+    hi = F.greatest(F.regexp_extract(band, r"-(\d+)$", 1).cast("int") + d, F.lit(0))
+    moved = F.when(band.endswith("+"), F.format_string("%02d+", lo)).otherwise(F.format_string("%02d-%02d", lo, hi))
+    return F.when(band.isNull() | (band == P.SUPPRESSED), band).otherwise(moved)
+
+
+def _recoded(r: Reveal, rules: Privacy) -> Column:
+    """The new value of one revealing column, from the person's decisions joined to its row."""
+    from pyspark.sql import functions as F
+
+    col, site = F.col(r.column), F.col("_site")
+    if r.kind == "age_band":
+        return F.when(F.col("_band").isNull(), col).otherwise(
+            _shifted_band(F.col("_band"), F.col(str(r.year)) - F.col("_dbyear"))
         )
-    return first.select("SN_KEY", *qis)
+    if r.kind == "value":
+        new = F.col(f"_new_{r.qi}")
+        return F.when(new.isNotNull(), new).otherwise(col)
+    if r.kind == "site_code":
+        return F.when(site == "suppress", None).when(site == "widen", _block(col)).otherwise(col)
+    if r.kind == "diagnosis_code":
+        cancer = F.upper(col).startswith("C")
+        return F.when(cancer & (site == "suppress"), None).when(cancer & (site == "widen"), _block(col)).otherwise(col)
+    if r.kind == "morphology":
+        return F.when(site == "suppress", None).otherwise(col)
+    if r.kind == "site_procedure":
+        return F.when(site.isNotNull() & col.isin(*rules.site_procedures), None).otherwise(col)
+    raise ValueError(f"no recoding for {r.kind}")
 
 
-def _recoded_rgst(rgst: DataFrame, qis: tuple[str, ...]) -> DataFrame:
-    """RGST with a person's recoded quasi-identifiers (``_new_<QI>``, null where unchanged) applied."""
-    from pyspark.sql import functions as F
-
-    new: dict[str, Column] = {}
-    if "AGE" in qis:
-        new["AGE"] = F.when(F.col("_new_AGE").isNotNull(), F.col("_new_AGE")).otherwise(F.col("AGE"))
-    if "TCODE3" in qis:  # a widened site shows its block and drops its KCD; a suppressed one shows nothing
-        blocked = F.col("_new_TCODE3").isNotNull() & (F.col("_new_TCODE3") != F.substring("TCODE", 1, 3))
-        suppressed = F.col("_new_TCODE3") == P.SUPPRESSED
-        new["TCODE"] = F.when(suppressed, None).when(blocked, F.col("_new_TCODE3")).otherwise(F.col("TCODE"))
-        new["KCD"] = F.when(blocked, None).otherwise(F.col("KCD"))
-        new["MCODE"] = F.when(suppressed, None).otherwise(F.col("MCODE"))
-    if "DBYEAR" in qis:
-        year_suppressed = F.col("_new_DBYEAR") == P.SUPPRESSED
-        new["DBYEAR"] = F.when(year_suppressed, None).otherwise(F.col("DBYEAR"))
-        new["FDX"] = F.when(year_suppressed, None).otherwise(F.col("FDX"))
-    return rgst.select(*[new.get(c, F.col(c)).alias(c) for c in rgst.columns if not c.startswith("_new_")])
-
-
-def _recoded_bfc(bfc: DataFrame) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    sido = F.when(F.col("_new_SIDO") == P.SUPPRESSED, F.lit(P.SUPPRESSED)).otherwise(F.col("SIDO"))
-    return bfc.select(*[sido.alias(c) if c == "SIDO" else F.col(c) for c in bfc.columns if c != "_new_SIDO"])
-
-
-def _changes(spark: SparkSession, people: pd.DataFrame, result: P.KAnonymityResult, qis: tuple[str, ...]) -> DataFrame:
-    """SN_KEY and ``_new_<QI>`` for every person whose quasi-identifiers the recoding changed."""
-    changed = result.table.copy()
-    orig = people.loc[changed.index]
-    mask = (changed[list(qis)].astype(str) != orig[list(qis)].astype(str)).any(axis=1)
-    changes = changed[mask].reset_index().rename(columns={c: f"_new_{c}" for c in qis})
-    cols = ["SN_KEY", *[f"_new_{c}" for c in qis]]
-    rows = [tuple(None if v is None else str(v) for v in r) for r in changes[cols].itertuples(index=False)]
-    from pyspark.sql import functions as F
-
-    return F.broadcast(spark.createDataFrame(rows, ", ".join(f"{c} string" for c in cols)))
+def _apply_reveals(cfg: Config, tables: dict[str, DataFrame], persons: DataFrame) -> dict[str, DataFrame]:
+    """Every table with a revealing column, with the persons' decisions applied to it."""
+    rules = cfg.privacy
+    out = {}
+    for name, df in tables.items():
+        reveals = [r for r in rules.reveals if r.table == name]
+        if not reveals:
+            continue
+        if "SN_KEY" in df.columns:
+            joined = df.join(persons, "SN_KEY", "left")
+        else:  # claim lines reach their person through their statement: only people the recoding touched
+            feed = cfg.feeds[cfg.library.tables[name].source]
+            key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+            touched = persons.where(" OR ".join(f"{c} IS NOT NULL" for c in PERSON_COLUMNS[3:]))
+            owners = tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
+            joined = df.join(owners, key, "left")
+        new = {r.column: _recoded(r, rules).cast(df.schema[r.column].dataType) for r in reveals}
+        out[name] = joined.select(*[new[c].alias(c) if c in new else joined[c] for c in df.columns])
+    return out
 
 
 def _without(
@@ -111,64 +211,63 @@ def _without(
     return out
 
 
-def _metrics(cfg: Config, people: pd.DataFrame, result: P.KAnonymityResult, deaths: pd.DataFrame) -> dict[str, Any]:
+def _metrics(cfg: Config, people: pd.DataFrame, result: P.KAnonymityResult) -> dict[str, Any]:
     rules = cfg.privacy
     qis = list(rules.quasi_identifiers)
-    before = P.class_sizes(people, qis)
-    sensitive = rules.sensitive_attribute
-    diverse = result.table.join(deaths, how="left")
+    before = P.class_sizes(people[qis], qis)
     return {
         "k": rules.k,
         "quasi_identifiers": qis,
+        "reveals": {q: [r.label for r in rules.revealing(q)] for q in qis},
+        "threat_model": threat_model(rules),
         "people": len(people),
         "min_class_before": int(before.min()) if len(before) else 0,
         "min_class_after": result.min_class,
         "class_size_distribution": result.distribution(),
         "costs": [c.__dict__ for c in result.costs],
         "people_dropped": len(result.dropped),
-        "l_diversity": {
-            "attribute": sensitive,
-            "l": P.l_diversity(diverse, qis, sensitive) if len(diverse) else 0,
-            "required": rules.l,
-        },
         "rows_dropped": {},
     }
 
 
-def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any]:
-    """Protect the linked tables in ``src`` into ``out``; returns what ``_privacy.json`` records."""
+def _l_diversity(cfg: Config, tables: dict[str, DataFrame], result: P.KAnonymityResult) -> dict[str, Any]:
+    """The smallest number of distinct sensitive values (as released) in any equivalence class."""
     from pyspark.sql import functions as F
 
     rules = cfg.privacy
-    qis = rules.quasi_identifiers
+    attr = rules.sensitive_attribute
+    pdf: Any = tables[rules.sensitive_table].groupBy("SN_KEY").agg(F.min(attr).alias(attr)).toPandas()
+    diverse = result.table.join(pdf.set_index("SN_KEY"), how="left")
+    qis = list(rules.quasi_identifiers)
+    return {"attribute": attr, "l": P.l_diversity(diverse, qis, attr) if len(diverse) else 0, "required": rules.l}
+
+
+def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any]:
+    """Protect the linked tables in ``src`` into ``out``; returns what ``_privacy.json`` records."""
+    rules = cfg.privacy
+    qis = list(rules.quasi_identifiers)
     tables = {n: spark.read.parquet(str(src / n)) for n in cfg.library.tables if (src / n).is_dir()}
-    pdf: Any = person_qis(tables["RGST"], tables["BFC"], qis).toPandas()
+    pdf: Any = person_qis(tables["RGST"], tables["BFC"], "SIDO" in qis).toPandas()
     people = pdf.set_index("SN_KEY")
+    people["_dbyear"] = people["DBYEAR"].astype("object").where(people["DBYEAR"].notna(), None)
     if "DBYEAR" in qis:
         people["DBYEAR"] = people["DBYEAR"].astype("object")
-    result = P.enforce_k(people, list(qis), rules.k, rules.recoding)
-    attr = rules.sensitive_attribute
-    deaths: Any = tables[rules.sensitive_table].groupBy("SN_KEY").agg(F.min(attr).alias(attr)).toPandas()
-    metrics = _metrics(cfg, people, result, deaths.set_index("SN_KEY"))
+    result = P.enforce_k(people, qis, rules.k, rules.recoding)
+    metrics = _metrics(cfg, people, result)
     restricted_dir(out)
     if result.dropped and not rules.drop_last_resort:
+        metrics["l_diversity"] = _l_diversity(cfg, tables, result)
         metrics["success"] = False
         metrics["failure"] = (
             f"{len(result.dropped)} people stay in classes smaller than k={rules.k} after recoding, "
             "and drop_last_resort is false"
         )
-        (out / PRIVACY).write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
-        restrict_tree(out)
+        _write_privacy(out, metrics)
         return metrics
-    new: dict[str, DataFrame] = {}  # the tables this run changes
-    if result.costs:
-        ch = _changes(spark, people, result, qis)
-        new["RGST"] = _recoded_rgst(tables["RGST"].join(ch, "SN_KEY", "left"), qis)
-        new["BFC"] = tables["BFC"]
-        if "SIDO" in qis:
-            new["BFC"] = _recoded_bfc(tables["BFC"].join(ch.select("SN_KEY", "_new_SIDO"), "SN_KEY", "left"))
-    if result.dropped:
-        new = _without(spark, cfg, {**tables, **new}, result.dropped)
+    kept = _without(spark, cfg, tables, result.dropped) if result.dropped else tables
+    new = dict(kept) if result.dropped else {}  # the tables this run writes; the others are link's, linked
+    new.update(_apply_reveals(cfg, kept, _persons(spark, people, result, rules)))
+    metrics["l_diversity"] = _l_diversity(cfg, {**kept, **new}, result)
     for name, df in tables.items():
         if name not in new:
             link_or_copy_tree(src / name, out / name)
@@ -177,6 +276,10 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
         new[name].select(*df.columns).write.mode("overwrite").parquet(str(out / name))
         metrics["rows_dropped"][name] = df.count() - spark.read.parquet(str(out / name)).count()
     metrics["success"] = True
+    _write_privacy(out, metrics)
+    return metrics
+
+
+def _write_privacy(out: Path, metrics: dict[str, Any]) -> None:
     (out / PRIVACY).write_text(json.dumps(metrics, indent=2, default=str) + "\n", encoding="utf-8")
     restrict_tree(out)
-    return metrics
