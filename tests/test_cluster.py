@@ -85,14 +85,14 @@ def _checksums(cfg, tag: str) -> dict[str, tuple[int, str]]:  # type: ignore[no-
     """Per table: rows, and md5 of the table's rows rendered as text and sorted."""
     cat = catalog.open_catalog(cfg)
     release = catalog.resolve(cat, tag)
-    con = access.connect(cfg, release, cat)
     out = {}
-    for name in release.snapshots:
-        row = f"CAST({name} AS VARCHAR)"  # the whole row as text (DuckDB: a table name is its row struct)
-        n, digest = con.sql(
-            f"SELECT count(*), md5(coalesce(string_agg({row}, chr(10) ORDER BY {row}), '')) FROM {name}"
-        ).fetchall()[0]
-        out[name] = (int(n), str(digest))
+    with access.open_release(cfg, release, cat) as con:
+        for name in release.snapshots:
+            row = f"CAST({name} AS VARCHAR)"  # the whole row as text (DuckDB: a table name is its row struct)
+            n, digest = con.sql(
+                f"SELECT count(*), md5(coalesce(string_agg({row}, chr(10) ORDER BY {row}), '')) FROM {name}"
+            ).fetchall()[0]
+            out[name] = (int(n), str(digest))
     return out
 
 

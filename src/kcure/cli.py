@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kcure.core.config import ConfigError, load_config
 
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace, verb: str, **kw: Any) -> int:
         print(f"kcure {verb}: {exc}", file=sys.stderr)
         return 2
     except (pipeline.StageFailed, catalog.ReleaseError, ValueError) as exc:
-        print(f"kcure {verb}: {exc}", file=sys.stderr)
+        print(f"kcure {verb}: {_short(exc, 2000)}", file=sys.stderr)
         return 1
     check = done.get("check")
     if check is not None and not check["success"]:
@@ -202,21 +203,28 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_release(cfg: Any, r: Any) -> list[str]:
-    """``kcure releases show``: a release's manifest in readable form."""
+def _describe_release(cfg: Any, r: Any, figures: Any) -> list[str]:
+    """``kcure releases show``: a release's manifest in readable form, every count a protected figure."""
     from kcure.access.report import report_path
 
-    m = r.manifest
+    m, t = r.manifest, figures.threshold
+
+    def n(v: int | None) -> str:
+        return f"<{t}" if v is None else f"{v:,}"
+
     lines = [
         f"release {r.tag} (build {r.build}), published {r.created_at:%Y-%m-%d %H:%M:%S} UTC",
         f"code {m.get('code_version')}, configuration sha256 {m.get('config_digest')}",
         "tables:",
     ]
     empty = m.get("empty_tables") or {}
-    for name, n in m["row_counts"].items():
+    for name in r.snapshots:
         why = f"; {empty[name]}" if name in empty else ""
-        lines.append(f"  {name:<6} {n:>12,} rows  (snapshot {r.snapshots[name]}{why})")
-    lines += [f"  {name:<6} {'-':>12}       ({empty[name]})" for name in sorted(set(empty) - set(m["row_counts"]))]
+        lines.append(
+            f"  {name:<6} {n(figures.tables.get(name)):>12} rows, {n(figures.people.get(name)):>9} people"
+            f"  (snapshot {r.snapshots[name]}{why})"
+        )
+    lines += [f"  {name:<6} {'-':>12}       ({empty[name]})" for name in sorted(set(empty) - set(r.snapshots))]
     lines.append(f"inputs: {len(m.get('inputs') or [])} feed-year deliveries")
     q = m.get("linkage_quality")
     if q:
@@ -232,8 +240,9 @@ def _describe_release(cfg: Any, r: Any) -> list[str]:
     p = m.get("privacy") or {}
     if p:
         lines.append(
-            f"privacy: k={p['k']}, smallest class {p['min_class_before']} -> {p['min_class_after']} "
-            f"after recoding, {p['people_dropped']:,} of {p['people']:,} people dropped"
+            f"privacy: k={p['k']}, smallest class {n(figures.privacy['min_class_before'])} -> {p['min_class_after']} "
+            "after recoding, "
+            f"{n(figures.privacy['people_dropped'])} of {n(figures.privacy['people'])} people dropped"
         )
     html = report_path(cfg, r.tag)
     lines.append(f"report: {html}" if html.exists() else f"report: not rendered yet (kcure report --release {r.tag})")
@@ -244,20 +253,18 @@ def _list_releases(releases: list[Any]) -> list[str]:
     if not releases:
         return ["no releases yet"]
     w = max(14, *(len(r.tag) for r in releases), *(len(r.build) for r in releases))
-    lines = [f"{'release':<{w}} {'published (UTC)':<20} {'build':<{w}} {'RGST':>10} {'T200':>12} {'rows total':>14}"]
+    lines = [f"{'release':<{w}} {'published (UTC)':<20} {'build':<{w}} {'tables':>6}"]
     for i, r in enumerate(releases):
-        counts = r.manifest["row_counts"]
         latest = "  <- latest" if i == len(releases) - 1 else ""
-        lines.append(
-            f"{r.tag:<{w}} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<{w}} {counts.get('RGST', 0):>10,} "
-            f"{counts.get('T200', 0):>12,} {sum(counts.values()):>14,}{latest}"
-        )
+        lines.append(f"{r.tag:<{w}} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.build:<{w}} {len(r.snapshots):>6}{latest}")
     return lines
 
 
 def _cmd_releases(args: argparse.Namespace) -> int:
     import json
 
+    from kcure.access import query as access
+    from kcure.access.figures import manifest_view, release_figures
     from kcure.core import catalog
 
     cfg = load_config(args.conf)
@@ -266,41 +273,62 @@ def _cmd_releases(args: argparse.Namespace) -> int:
     if words and words[0] == "show":
         words = words[1:]
         if not words:
-            print("kcure releases show: which release? (a tag or 'latest')", file=sys.stderr)
-            return 2
+            raise CliError("releases show: which release? (a tag or 'latest')")
     if len(words) > 1:
-        print("usage: kcure releases [show] [TAG]", file=sys.stderr)
-        return 2
+        raise CliError("usage: kcure releases [show] [TAG]")
     if not words:
         print("\n".join(_list_releases(catalog.list_releases(cat))))
         return 0
-    try:
-        r = catalog.resolve(cat, words[0])
-    except catalog.ReleaseError as exc:
-        print(f"kcure releases: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(_describe_release(cfg, r)))
+    if words[0] != "latest":
+        _check_tag(words[0])
+    r = catalog.resolve(cat, words[0])
+    with access.open_release(cfg, r, cat) as con:
+        figures = release_figures(cfg, r, con)
+    print("\n".join(_describe_release(cfg, r, figures)))
     if args.json:
-        print(json.dumps(r.manifest, indent=2, default=str))
+        print(json.dumps(manifest_view(r, figures), indent=2, default=str))
     return 0
 
 
+def _write_result(table: Any, out: str) -> str:
+    """The CLI writes results, never DuckDB: to ``out`` (.csv or .parquet), atomically."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    path = Path(out)
+    if path.suffix not in (".csv", ".parquet"):
+        raise CliError(f"--out must name a .csv or .parquet file, not {_short(out, 80)}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp) if path.suffix == ".parquet" else pcsv.write_csv(table, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {_short(out, 120)}: {exc.strerror or type(exc).__name__}") from None
+    return str(path)
+
+
 def _cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
     from kcure.access import query as access
-    from kcure.core import catalog
 
     cfg = load_config(args.conf)
-    try:
-        result = access.query(cfg, args.sql, args.release)
-    except catalog.ReleaseError as exc:
-        print(f"kcure query: {exc}", file=sys.stderr)
-        return 1
+    if args.release is not None:
+        _check_tag(args.release)
+    result = access.query(cfg, args.sql, args.release)
+    cut = (
+        f" (cut at {result.table.num_rows:,} rows: conf/pipeline.yaml query.max_result_rows)"
+        if result.truncated
+        else ""
+    )
     if args.out:
-        fmt = "parquet" if args.out.endswith(".parquet") else "csv"
-        result.write_parquet(args.out) if fmt == "parquet" else result.write_csv(args.out)
-        print(f"wrote {args.out}")
-    else:
-        result.show(max_rows=args.max_rows)
+        print(f"wrote {result.table.num_rows:,} rows to {_write_result(result.table, args.out)}{cut}")
+        return 0
+    shown = result.table  # printed from memory by a plain DuckDB that runs no analyst SQL
+    duckdb.connect().from_arrow(shown).show(max_rows=args.max_rows)
+    if cut:
+        print(cut.strip(" ()"))
     return 0
 
 
@@ -342,8 +370,11 @@ def _landing_commands(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kcure", description=__doc__)
+    parser = _Parser(prog="kcure", description=__doc__)
     parser.add_argument("--conf", help="configuration folder (default: KCURE_CONF or the repository's conf/)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="keep the full traceback of a failure in reports/kcure-debug.log"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     _landing_commands(sub)
@@ -383,11 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--json", action="store_true", help="with a TAG: also print the whole manifest as JSON")
     rl.set_defaults(func=_cmd_releases)
 
-    q = sub.add_parser("query", help="run SQL in DuckDB over a release's tables (RGST, T200, ...)")
+    q = sub.add_parser(
+        "query",
+        help="run one SELECT in the query sandbox over a release's tables (RGST, T200, ...)",
+        description="One read-only SELECT (or WITH ... SELECT) over exactly the data files of one release: "
+        "no other file, no network, no extension, no writes, no settings. Limits: conf/pipeline.yaml query.",
+    )
     q.add_argument("sql")
     q.add_argument("--release", help="release tag (default: latest)")
     q.add_argument("--out", help="write the result to a .csv or .parquet file instead of printing it")
-    q.add_argument("--max-rows", type=int, default=40)
+    q.add_argument("--max-rows", type=_positive, default=40, help="rows to print (default 40)")
     q.set_defaults(func=_cmd_query)
 
     rp = sub.add_parser("report", help="write the HTML release report (plots, gates, privacy, inputs)")
@@ -413,14 +449,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CliError(RuntimeError):
+    """A command cannot do what was asked; the message is one line for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse echoes the bad value: never a page of it
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_short(message, 300)}\n")
+
+
+def _short(text: object, limit: int = 300) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[:limit] + f"… ({len(s):,} characters)"
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{_short(value, 40)!r} is not a whole number of at least 1")
+    return int(value)
+
+
+def _check_tag(tag: str) -> str:
+    from kcure.pipeline import check_id
+
+    try:
+        return check_id(tag, "release tag")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _debug_log(args: argparse.Namespace) -> Path | None:
+    """With -v, the full traceback of a failure goes here (owner-only), never to the terminal."""
+    if not getattr(args, "verbose", False):
+        return None
+    try:
+        path = load_config(getattr(args, "conf", None)).local_path("reports") / "kcure-debug.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    except (ConfigError, OSError):
+        return None
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int, shown: str | None = None) -> int:
+    """One line on stderr; with -v the traceback goes to the operators' debug log."""
+    import traceback
+
+    where = _debug_log(args)
+    if where is not None:
+        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as log:
+            log.write("".join(traceback.format_exception(exc)) + "\n")
+    hint = f" (details in {where})" if where else ("" if shown is None else " (kcure -v keeps the details)")
+    print(f"kcure {args.command}: {_short(exc if shown is None else shown)}{hint}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    from kcure.access.sandbox import QueryRefused
+    from kcure.core.catalog import ReleaseError
+    from kcure.core.secrets import SecretError
+    from kcure.core.zones import private_umask
+
+    private_umask()  # everything kcure writes is its owner's alone unless it shares it explicitly
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        print(f"kcure: configuration error: {exc}", file=sys.stderr)
+        print(f"kcure: configuration error: {_short(exc, 600)}", file=sys.stderr)
         return 2
+    except (CliError, QueryRefused, ReleaseError, SecretError) as exc:  # messages that hold no data value
+        return _fail(args, exc, 2 if isinstance(exc, SecretError) else 1)
+    except Exception as exc:  # the last line of defence: its message may quote data, so only its kind is shown
+        return _fail(args, exc, 1, f"failed unexpectedly ({type(exc).__name__})")
 
 
 if __name__ == "__main__":
