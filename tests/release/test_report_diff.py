@@ -15,8 +15,9 @@ import pytest
 
 from kcure import cli
 from kcure.access import diff as D
+from kcure.access import figures, report
 from kcure.access import query as access
-from kcure.access import report
+from kcure.core.disclosure import rounded
 from kcure.stages import publish as publishing
 from tests.build_fixture import Published, copy_build
 
@@ -85,26 +86,33 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
         marks.plots
     )
 
-    threshold = c1.privacy.min_cell_count  # conf/privacy.yaml export.min_cell_count
+    threshold, base = c1.privacy.min_cell_count, c1.privacy.rounding  # conf/privacy.yaml export
 
-    def expected(sql: str) -> dict[str, str]:
-        """What a plot should say for each label: the count, or '' where it is below the threshold (masked)."""
-        counts = dict(access.query(c1, sql, "local").fetchall())
-        return {str(x): ("" if 0 < n < threshold else str(float(n))) for x, n in counts.items()}
+    def check(sql: str, plot: str, label=lambda m: m["data-label"]) -> None:  # type: ignore[no-untyped-def]
+        """Each mark shows the release's count rounded to the base, or is masked; a masked mark is never
+        more than what disclosure control needs: the few people, plus those that stop a subtraction."""
+        counts = {str(x): (n, p) for x, n, p in access.query(c1, sql, "local").fetchall()}
+        shown = {label(m): m["data-value"] for m in marks.plots[plot]}
+        assert set(shown) == set(counts)
+        for x, value in shown.items():
+            n, people = counts[x]
+            if 0 < people < threshold:
+                assert value == "", (plot, x)  # a few people: always masked
+            elif value != "":
+                assert float(value) == rounded(n, base), (plot, x, value, n)
+        assert sum(v != "" for v in shown.values()) > len(shown) / 2, shown
 
-    year = f"select {report.YEAR_SQL}, count(*) from RGST group by 1"
-    shown = {m["data-label"]: m["data-value"] for m in marks.plots["cohort-by-year"]}
-    assert shown == expected(year)
-    site = f"select {report.SITE_SQL}, count(*) from RGST group by 1"
-    by_site = {m["data-label"].split(" ")[0]: m["data-value"] for m in marks.plots["cohort-by-site"]}
-    assert by_site == expected(site)
+    check(f"select {figures.YEAR_SQL}, count(*), count(distinct SN_KEY) from RGST group by 1", "cohort-by-year")
+    site = f"select {figures.SITE_SQL}, count(*), count(distinct SN_KEY) from RGST group by 1"
+    check(site, "cohort-by-site", lambda m: m["data-label"].split(" ")[0])
 
     # linkage: each cell is linked / (linked + unlinked) of that feed-year in the manifest's report
     cells = {(c["data-row"], c["data-col"]): c["data-value"] for c in marks.plots["linkage-rate"]}
     assert len(cells) == len(first.manifest["linkage_report"])
     for r in first.manifest["linkage_report"]:
         linked = r["linked_rrn"] + r["linked_secondary"] + r["linked_via_mid"]
-        want = round(100.0 * linked / (linked + r["unlinked"]), 2) if linked + r["unlinked"] else None
+        few = any(0 < r[k] < threshold for k in ("linked_persons", "unlinked_persons"))
+        want = round(100.0 * linked / (linked + r["unlinked"]), 2) if linked + r["unlinked"] and not few else None
         got = cells[(r["_feed"], str(r["_year"]))]
         assert (float(got) if got else None) == want, (r["_feed"], r["_year"])
 
@@ -112,11 +120,9 @@ def test_report_plots_show_the_release_numbers(two_releases) -> None:  # type: i
     assert {m["data-label"]: int(float(m["data-value"])) for m in marks.plots["k-distribution"]} == dist
     assert min(int(s.rstrip("+")) for s in dist) >= first.manifest["privacy"]["k"]
 
-    # year x site: cells below the threshold are masked, never printed
+    # year x site: no count of 1 to threshold-1 is printed, and every printed count is a multiple of the base
     grid = marks.plots["cohort-year-site"]
-    assert all(
-        c["data-value"] == "" or float(c["data-value"]) == 0 or float(c["data-value"]) >= threshold for c in grid
-    )
+    assert all(c["data-value"] == "" or float(c["data-value"]) % base == 0 for c in grid)
 
     # Data Docs are linked and rendered for every library table (T200 included: GX once dropped them)
     docs = [h for h in marks.links if h.endswith("data_docs/index.html")]
@@ -135,8 +141,10 @@ def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> 
     assert removed > 0
     d = D.diff(c2, "local", "2025.2")
     t = {x.name: x for x in d.tables}
-    assert t["DEATH"].rows == (first.manifest["row_counts"]["DEATH"], first.manifest["row_counts"]["DEATH"] - removed)
-    assert t["DEATH"].by_year == {"2019": (removed, 0)}
+    deaths, base = first.manifest["row_counts"]["DEATH"], c2.privacy.rounding
+    assert t["DEATH"].rows == (rounded(deaths, base), rounded(deaths - removed, base))
+    assert set(t["DEATH"].by_year) == {"2019"} and t["DEATH"].by_year["2019"][1] == 0
+    assert t["DEATH"].by_year["2019"][0] in (None, rounded(removed, base))  # masked where few people died
     assert t["VCN"].schema == ["+ VCN_SITE string"] and t["VCN"].rows[0] == t["VCN"].rows[1]
     assert not t["DEATH"].schema
     unchanged = {n for n, x in t.items() if not x.changed}
@@ -151,8 +159,8 @@ def test_diff_reports_the_real_difference(two_releases, capsys, monkeypatch) -> 
     monkeypatch.setenv("KCURE_CONF", str(_conf_dir(c2, c2.home / "conf2")))
     assert cli.main(["diff", "local", "2025.2"]) == 0
     out = capsys.readouterr().out
-    assert re.search(rf"DEATH\s+[\d,]+\s+[\d,]+\s+-{removed:,}", out), out
-    assert "schema + VCN_SITE string" in out and re.search(r"2019\s+[\d,]+\s+->\s+0", out)
+    assert re.search(r"DEATH\s+[\d,]+\s+[\d,]+\s+-[\d,]+", out), out
+    assert "schema + VCN_SITE string" in out and re.search(r"2019\s+(<5|[\d,]+)\s+->\s+0", out)
 
 
 def test_releases_show_prints_the_manifest(two_releases, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -161,7 +169,7 @@ def test_releases_show_prints_the_manifest(two_releases, capsys, monkeypatch) ->
     assert cli.main(["releases", "show", "local"]) == 0
     out = capsys.readouterr().out
     assert "release local (build r1)" in out
-    assert f"{first.manifest['row_counts']['T200']:,} rows" in out
+    assert f"{rounded(first.manifest['row_counts']['T200'], 5):,} rows" in out
 
 
 def _conf_dir(cfg, where: Path) -> Path:  # type: ignore[no-untyped-def]

@@ -5,6 +5,10 @@
 * row counts per table, and per table and year (the year each table defines in
   ``conf/library.yaml``; claim lines take the year of their statement);
 * what the manifests say changed: code version, configuration, input deliveries, privacy metrics.
+
+Every count is a protected figure of :func:`kcure.access.figures.release_figures`, the same each
+release's report and ``releases show`` print, and a difference is printed only where both sides are
+shown: a difference between a shown figure and a masked one would give the masked one away.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kcure.access import query as access
+from kcure.access.figures import ReleaseFigures, release_figures
 from kcure.core import catalog
+from kcure.core.catalog import Release
 from kcure.core.config import Config
 
 
 @dataclass
 class TableDiff:
     name: str
-    rows: tuple[int | None, int | None]
+    rows: tuple[int | None, int | None]  # None: masked, or no such table
     schema: list[str] = field(default_factory=list)  # human-readable changes
-    by_year: dict[str, tuple[int, int]] = field(default_factory=dict)  # only years whose count changed
+    by_year: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)  # years whose figure changed
 
     @property
     def changed(self) -> bool:
@@ -33,6 +39,7 @@ class TableDiff:
 class ReleaseDiff:
     a: str
     b: str
+    threshold: int
     tables: list[TableDiff]
     manifest: list[str]
 
@@ -44,13 +51,15 @@ class ReleaseDiff:
         return {
             "a": self.a,
             "b": self.b,
+            "threshold": self.threshold,
             "manifest": self.manifest,
             "tables": [
                 {
                     "table": t.name,
                     "rows": list(t.rows),
+                    "change": _change(*t.rows),
                     "schema": t.schema,
-                    "by_year": {y: list(v) for y, v in t.by_year.items()},
+                    "by_year": {y: {"rows": list(v), "change": _change(*v)} for y, v in t.by_year.items()},
                 }
                 for t in self.tables
             ],
@@ -68,93 +77,80 @@ def _schema(cat: Any, name: str, release: catalog.Release) -> dict[str, str] | N
     return {f.name: str(f.field_type) for f in schema.fields}
 
 
-def _year_sql(cfg: Config, schema: str, name: str) -> str:
-    """Rows per year of one table: its ``year`` expression, or its parent row's (``year: {via: T200}``)."""
-    spec = cfg.library.tables.get(name)
-    if spec is not None and spec.year_via is not None:
-        key = cfg.feeds[spec.source].person_via
-        pyear = cfg.library.tables[spec.year_via].year or "NULL"
-        return (
-            f'SELECT CAST(p._y AS VARCHAR) AS y, count(*) AS n FROM "{schema}".{name} '
-            f'LEFT JOIN (SELECT {key}, {pyear} AS _y FROM "{schema}".{spec.year_via}) p USING ({key}) GROUP BY 1'
-        )
-    expr = spec.year if spec is not None and spec.year else "NULL"
-    return f'SELECT CAST({expr} AS VARCHAR) AS y, count(*) AS n FROM "{schema}".{name} GROUP BY 1'
-
-
-def _manifest_changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def _manifest_changes(a: Release, b: Release, fa: ReleaseFigures, fb: ReleaseFigures) -> list[str]:
+    ma, mb = a.manifest, b.manifest
     out = []
-    if a.get("code_version") != b.get("code_version"):
-        out.append(f"code version {str(a.get('code_version'))[:12]} -> {str(b.get('code_version'))[:12]}")
-    if a.get("config_digest") != b.get("config_digest"):
+    if ma.get("code_version") != mb.get("code_version"):
+        out.append(f"code version {str(ma.get('code_version'))[:12]} -> {str(mb.get('code_version'))[:12]}")
+    if ma.get("config_digest") != mb.get("config_digest"):
         out.append("configuration changed (digest differs)")
-    ins_a = {(i["feed"], i["year"]): i for i in a.get("inputs") or []}
-    ins_b = {(i["feed"], i["year"]): i for i in b.get("inputs") or []}
+    ins_a = {(i["feed"], str(i["year"])): i for i in ma.get("inputs") or []}
+    ins_b = {(i["feed"], str(i["year"])): i for i in mb.get("inputs") or []}
     for key in sorted(ins_a.keys() | ins_b.keys()):
         ia, ib = ins_a.get(key), ins_b.get(key)
         label = f"{key[0]} {key[1]}"
         if ia is None and ib is not None:
-            out.append(f"input {label}: new ({ib['delivery']}, {ib['staged_rows']:,} staged rows)")
+            out.append(f"input {label}: new (delivery {ib['delivery']}, {_n(fb.delivered.get(key), fb)} lines)")
         elif ib is None and ia is not None:
-            out.append(f"input {label}: no longer present (was {ia['delivery']})")
-        elif (
-            ia is not None
-            and ib is not None
-            and (ia["delivery"], ia["staged_rows"]) != (ib["delivery"], ib["staged_rows"])
-        ):
+            out.append(f"input {label}: no longer present (was delivery {ia['delivery']})")
+        elif ia is not None and ib is not None and ia.get("version") != ib.get("version"):
             out.append(
-                f"input {label}: {ia['delivery']} ({ia['staged_rows']:,} staged) -> "
-                f"{ib['delivery']} ({ib['staged_rows']:,} staged)"
+                f"input {label}: delivery {ia['delivery']} ({_n(fa.delivered.get(key), fa)} lines) -> "
+                f"delivery {ib['delivery']} ({_n(fb.delivered.get(key), fb)} lines)"
             )
-    pa, pb = a.get("privacy") or {}, b.get("privacy") or {}
-    for field_name, what in (("min_class_after", "smallest k class"), ("people_dropped", "people dropped for k")):
-        if pa.get(field_name) != pb.get(field_name):
-            out.append(f"{what}: {pa.get(field_name)} -> {pb.get(field_name)}")
+    pa, pb = ma.get("privacy") or {}, mb.get("privacy") or {}
+    if pa.get("min_class_after") != pb.get("min_class_after"):
+        out.append(f"smallest k class: {pa.get('min_class_after')} -> {pb.get('min_class_after')}")
+    if pa.get("people_dropped") != pb.get("people_dropped"):
+        da, db = fa.privacy.get("people_dropped"), fb.privacy.get("people_dropped")
+        out.append(f"people dropped for k: {_n(da, fa)} -> {_n(db, fb)}")
     return out
 
 
-def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
-    import duckdb
+def _schema_changes(sa: dict[str, str] | None, sb: dict[str, str] | None) -> list[str]:
+    if sa is None:
+        return ["table added"]
+    if sb is None:
+        return ["table removed"]
+    changes = [f"+ {c} {t}" for c, t in sb.items() if c not in sa]
+    changes += [f"- {c} {t}" for c, t in sa.items() if c not in sb]
+    return changes + [f"~ {c} {sa[c]} -> {sb[c]}" for c in sa if c in sb and sa[c] != sb[c]]
 
+
+def _figures(cfg: Config, cat: Any, release: Release) -> ReleaseFigures:
+    with access.open_release(cfg, release, cat) as con:
+        return release_figures(cfg, release, con)
+
+
+def diff(cfg: Config, tag_a: str, tag_b: str) -> ReleaseDiff:
     cat = catalog.open_catalog(cfg)
     ra, rb = catalog.resolve(cat, tag_a), catalog.resolve(cat, tag_b)
-    con = access.connect(cfg, ra, cat, schema="a")
-    access.connect(cfg, rb, cat, con=con, schema="b")
+    fa, fb = _figures(cfg, cat, ra), _figures(cfg, cat, rb)
     tables = []
-    names = list(dict.fromkeys([*cfg.library.tables, *ra.snapshots, *rb.snapshots]))
-    for name in names:
+    for name in dict.fromkeys([*cfg.library.tables, *ra.snapshots, *rb.snapshots]):
         sa, sb = _schema(cat, name, ra), _schema(cat, name, rb)
-        changes = []
         if sa is None and sb is None:
             continue  # configured, but in neither release
-        if sa is not None and sb is not None:
-            changes += [f"+ {c} {t}" for c, t in sb.items() if c not in sa]
-            changes += [f"- {c} {t}" for c, t in sa.items() if c not in sb]
-            changes += [f"~ {c} {sa[c]} -> {sb[c]}" for c in sa if c in sb and sa[c] != sb[c]]
-        elif sa is None:
-            changes.append("table added")
-        else:
-            changes.append("table removed")
-        rows = (ra.manifest["row_counts"].get(name), rb.manifest["row_counts"].get(name))
-        years: dict[str, list[int]] = {}
-        for side, (schema, present) in enumerate((("a", sa is not None), ("b", sb is not None))):
-            if not present:
-                continue
-            try:
-                counted = con.sql(_year_sql(cfg, schema, name)).fetchall()
-            except duckdb.Error:  # the configured year column is not in that release: count the table whole
-                counted = con.sql(f"SELECT 'unknown', count(*) FROM \"{schema}\".{name}").fetchall()
-            for y, n in counted:
-                key = y if y is not None else "unknown"
-                years.setdefault(key, [0, 0])[side] += int(n)
-        by_year = {y: (v[0], v[1]) for y, v in sorted(years.items()) if v[0] != v[1]}
-        tables.append(TableDiff(name, rows, changes, by_year))
-    return ReleaseDiff(ra.tag, rb.tag, tables, _manifest_changes(ra.manifest, rb.manifest))
+        ya, yb = fa.years.get(name, {}), fb.years.get(name, {})
+        by_year = {y: (ya.get(y, 0), yb.get(y, 0)) for y in sorted(ya.keys() | yb.keys())}
+        changed = {y: v for y, v in by_year.items() if v[0] != v[1]}  # masked on both sides: nothing to say
+        rows = (fa.tables.get(name), fb.tables.get(name))
+        tables.append(TableDiff(name, rows, _schema_changes(sa, sb), changed))
+    return ReleaseDiff(ra.tag, rb.tag, fa.threshold, tables, _manifest_changes(ra, rb, fa, fb))
+
+
+def _n(value: int | None, f: ReleaseFigures) -> str:
+    return f"<{f.threshold}" if value is None else f"{value:,}"
+
+
+def _change(a: int | None, b: int | None) -> int | None:
+    """b - a, only where both figures are shown."""
+    return None if a is None or b is None else b - a
 
 
 def _delta(a: int | None, b: int | None) -> str:
     if a is None or b is None:
-        return ""
+        return "masked"
     d = b - a
     return f"{d:+,}" + (f" ({100.0 * d / a:+.2f}%)" if a else "")
 
@@ -164,15 +160,15 @@ def describe(d: ReleaseDiff) -> str:
     if not d.changed:
         lines.append("no differences: same schemas, same row counts per table and year")
         return "\n".join(lines)
-    for m in d.manifest:
-        lines.append(f"  {m}")
-    lines.append(f"{'table':<7} {d.a:>14} {d.b:>14}  change")
+    lines += [f"  {m}" for m in d.manifest]
+    lines.append(f"{'table':<7} {d.a:>14} {d.b:>14}  change   (fewer than {d.threshold} people: <{d.threshold})")
+
+    def n(v: int | None) -> str:
+        return f"<{d.threshold}" if v is None else f"{v:,}"
+
     for t in d.tables:
-        a = "-" if t.rows[0] is None else f"{t.rows[0]:,}"
-        b = "-" if t.rows[1] is None else f"{t.rows[1]:,}"
-        lines.append(f"{t.name:<7} {a:>14} {b:>14}  {_delta(*t.rows) or ('unchanged' if not t.changed else '')}")
-        for s in t.schema:
-            lines.append(f"          schema {s}")
-        for y, (ya, yb) in t.by_year.items():
-            lines.append(f"          {y:<8} {ya:>12,} -> {yb:>12,}  {_delta(ya, yb)}")
+        change = _delta(*t.rows) if t.changed else "unchanged"
+        lines.append(f"{t.name:<7} {n(t.rows[0]):>14} {n(t.rows[1]):>14}  {change}")
+        lines += [f"          schema {s}" for s in t.schema]
+        lines += [f"          {y:<8} {n(ya):>12} -> {n(yb):>12}  {_delta(ya, yb)}" for y, (ya, yb) in t.by_year.items()]
     return "\n".join(lines)

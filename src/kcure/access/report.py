@@ -1,17 +1,19 @@
-"""The HTML release report: one self-contained page for reviewers and operators.
+"""The HTML release report: one self-contained page for the review committee and operators.
 
 It is written next to the release's Data Docs (``reports/releases/<tag>/index.html``) and carries
-inline SVG plots whose marks hold their numbers (``data-value``), so a test or a reader can check
-them against the release:
+inline SVG plots whose marks hold their numbers (``data-value``) and say which figure they show
+(``data-key``), so a test or a reader can check them against the release:
 
-* the cohort (registered cancers) by diagnosis year and by cancer site, and year by site;
-* linkage rates by feed and year, from the linkage report;
-* the distribution of k-anonymity equivalence-class sizes, with the recoding costs;
-* the gates, the inputs, the row counts, and links to the Great Expectations Data Docs.
+* the cohort: registered cancers by diagnosis year and by site, and year by site;
+* linkage rates by feed and year;
+* k-anonymity: the classes by size, what each recoding step cost, and the attacker knowledge the
+  k figure holds against and which it does not;
+* the gates, the tables, the inputs, and links to the Great Expectations Data Docs.
 
-Counts below ``export.min_cell_count`` are masked in every cohort plot, as in any published aggregate
-(a masked cell could still be derived by subtraction from its row's total; the page is for the
-review committee inside the closed environment, not for publication). No row-level value appears.
+Every count on the page is a figure of :mod:`kcure.access.figures`: counts of 1 to
+``export.min_cell_count``-1 people are masked, and as many more as it takes so that no masked
+figure can be recovered from the others; ``releases show`` and ``diff`` print the same figures.
+No row-level value appears.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from kcure.access import query as access
+from kcure.access.figures import ReleaseFigures, release_figures
 from kcure.core import catalog
 from kcure.core.config import Config
+from kcure.core.zones import share_with_group
 
 # ICD-O-3 topography (3 characters) -> site, for the common sites; others show their code only.
 SITE_NAMES = {
@@ -53,60 +57,29 @@ SITE_NAMES = {
     "C77": "lymph nodes",
     "C44": "skin",
 }
-LINKED = ("linked_rrn", "linked_secondary", "linked_via_mid")
-TOP_SITES = 12
-
-SITE_SQL = (
-    "CASE WHEN TCODE IS NULL OR TCODE = '*' THEN 'suppressed' "
-    "WHEN TCODE LIKE '%-%' OR length(TCODE) = 3 THEN TCODE ELSE substr(TCODE, 1, 3) END"
-)
-YEAR_SQL = "coalesce(CAST(DBYEAR AS VARCHAR), 'suppressed')"
 
 
 @dataclass
 class ReportData:
-    """Everything the page shows, computed from the release (kept apart from the HTML for tests)."""
+    """Everything the page shows (kept apart from the HTML for tests)."""
 
     release: catalog.Release
-    by_year: list[tuple[str, int]]
-    by_site: list[tuple[str, int]]
-    grid_rows: list[str]
-    grid_cols: list[str]
-    grid: dict[tuple[str, str], int]
-    linkage: dict[tuple[str, str], tuple[int, int]]  # (feed, year) -> (linked, linked + unlinked)
-    k_distribution: list[tuple[str, int]]
+    figures: ReleaseFigures
+
+    @property
+    def years(self) -> list[str]:
+        return sorted(self.figures.by_year, key=lambda y: (y == "suppressed", y))
+
+    @property
+    def top_sites(self) -> list[str]:
+        return list(dict.fromkeys(s for s, _ in self.figures.grid))
 
 
 def collect(cfg: Config, tag: str | None = None) -> ReportData:
     cat = catalog.open_catalog(cfg)
     release = catalog.resolve(cat, tag)
-    con = access.connect(cfg, release, cat)
-    rows = con.sql(f"SELECT {YEAR_SQL} AS y, {SITE_SQL} AS s, count(*) AS n FROM RGST GROUP BY ALL").fetchall()
-    by_year_d: dict[str, int] = {}
-    by_site_d: dict[str, int] = {}
-    grid: dict[tuple[str, str], int] = {}
-    for y, s, n in rows:
-        by_year_d[y] = by_year_d.get(y, 0) + int(n)
-        by_site_d[s] = by_site_d.get(s, 0) + int(n)
-        grid[(s, y)] = grid.get((s, y), 0) + int(n)
-    by_year = sorted(by_year_d.items(), key=lambda kv: (kv[0] == "suppressed", kv[0]))
-    by_site = sorted(by_site_d.items(), key=lambda kv: (-kv[1], kv[0]))
-    top = [s for s, _ in by_site[:TOP_SITES]]
-    linkage: dict[tuple[str, str], tuple[int, int]] = {}
-    for r in release.manifest.get("linkage_report") or []:
-        linked = sum(int(r.get(k, 0)) for k in LINKED)
-        linkage[(str(r["_feed"]), str(r["_year"]))] = (linked, linked + int(r.get("unlinked", 0)))
-    dist = (release.manifest.get("privacy") or {}).get("class_size_distribution") or {}
-    return ReportData(
-        release=release,
-        by_year=by_year,
-        by_site=by_site,
-        grid_rows=top,
-        grid_cols=[y for y, _ in by_year],
-        grid=grid,
-        linkage=linkage,
-        k_distribution=[(str(s), int(n)) for s, n in dist.items()],
-    )
+    with access.open_release(cfg, release, cat) as con:
+        return ReportData(release, release_figures(cfg, release, con))
 
 
 def report_path(cfg: Config, tag: str) -> Path:
@@ -121,6 +94,15 @@ def render(cfg: Config, tag: str | None = None) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(to_html(cfg, data, path.parent), encoding="utf-8")
     os.replace(tmp, path)
+    # the report and the release's Data Docs are for the release's readers; the rest of reports/ is not
+    group = (cfg.pipeline.get("access") or {}).get("release_group")
+    for folder in (cfg.home, cfg.local_path("reports"), path.parent.parent):
+        share_with_group(folder, group, tree=False)
+    share_with_group(path.parent, group)
+    docs = path.parent.parent / data.release.build / "data_docs"
+    if docs.is_dir():
+        share_with_group(docs.parent, group, tree=False)
+        share_with_group(docs, group)
     return path
 
 
@@ -134,9 +116,16 @@ def _fmt(v: float) -> str:
 
 
 def bar_chart(
-    chart_id: str, title: str, items: Sequence[tuple[str, float | None]], *, y_label: str, masked: str = ""
+    chart_id: str,
+    title: str,
+    items: Sequence[tuple[str, float | None]],
+    *,
+    y_label: str,
+    masked: str = "",
+    keys: Sequence[str] | None = None,
 ) -> str:
-    """Vertical bars; each bar is a ``<g class="mark">`` with ``data-label`` and ``data-value``.
+    """Vertical bars; each bar is a ``<g class="mark">`` with ``data-label``, ``data-value`` and, given
+    ``keys``, ``data-key`` (which figure it shows).
 
     A value of None is a masked count (a small cell): drawn as a stub, labelled ``masked``, with an
     empty ``data-value``.
@@ -166,8 +155,9 @@ def bar_chart(
         x = left + i * slot + 4
         y = top + plot_h - h
         lx = x + (slot - 8) / 2
+        key = f' data-key="{E(keys[i])}"' if keys else ""
         parts.append(
-            f'<g class="mark" data-label="{E(label)}" data-value="{"" if value is None else value}">'
+            f'<g class="mark" data-label="{E(label)}"{key} data-value="{"" if value is None else value}">'
             f"<title>{E(label)}: {E(shown)}</title>"
             f'<rect x="{x}" y="{y:.1f}" width="{slot - 8}" height="{max(h, 0.5):.1f}"/>'
             f'<text x="{lx:.1f}" y="{y - 4:.1f}" class="val" text-anchor="middle">{E(shown)}</text>'
@@ -187,8 +177,10 @@ def heatmap(
     *,
     text: dict[tuple[str, str], str],
     row_labels: dict[str, str] | None = None,
+    key_prefix: str | None = None,
 ) -> str:
-    """A grid; each cell is a ``<g class="cell">`` with ``data-row``, ``data-col`` and ``data-value``.
+    """A grid; each cell is a ``<g class="cell">`` with ``data-row``, ``data-col``, ``data-value`` and, given
+    ``key_prefix``, ``data-key`` (``prefix|row|col``).
 
     A value of None is a masked cell (drawn hatched, with its text, for example '<5').
     """
@@ -213,8 +205,9 @@ def heatmap(
             shade = "masked" if v is None else f"q{min(4, int(4 * v / peak))}"
             value = "" if v is None else f"{v}"
             t = text.get((r, c), "")
+            key = f' data-key="{E(f"{key_prefix}|{r}|{c}")}"' if key_prefix else ""
             parts.append(
-                f'<g class="cell" data-row="{E(r)}" data-col="{E(c)}" data-value="{value}">'
+                f'<g class="cell" data-row="{E(r)}" data-col="{E(c)}"{key} data-value="{value}">'
                 f"<title>{E(label)}, {E(c)}: {E(t)}</title>"
                 f'<rect x="{left + j * cw}" y="{top + i * ch}" width="{cw - 2}" height="{ch - 2}" class="{shade}"/>'
                 f'<text x="{left + j * cw + cw / 2 - 1}" y="{top + i * ch + 16}" class="val" '
@@ -267,11 +260,20 @@ def _link(target: Path, base: Path, text: str) -> str:
     return f'<a href="{E(os.path.relpath(target, base))}">{E(text)}</a>'
 
 
+def _n(value: int | None, t: int) -> str:
+    return f"<{t}" if value is None else f"{value:,}"
+
+
+def _v(value: int | None) -> str:
+    """A figure as a data-value: empty where masked."""
+    return "" if value is None else str(value)
+
+
 def _summary(cfg: Config, d: ReportData, base: Path) -> list[str]:
-    r, m = d.release, d.release.manifest
+    r, m, f = d.release, d.release.manifest, d.figures
     gates = m.get("gates") or {}
     priv = m.get("privacy") or {}
-    k = int(priv.get("k") or cfg.privacy.k)
+    t = f.threshold
     docs = cfg.local_path("reports") / "releases" / r.build / "data_docs" / "index.html"
     out = [
         "<h2>Summary for the review committee</h2>",
@@ -279,9 +281,10 @@ def _summary(cfg: Config, d: ReportData, base: Path) -> list[str]:
         f"<li>Gates: <span class='{'ok' if gates.get('success') else 'fail'}'>"
         f"{'all passed' if gates.get('success') else 'FAILED'}</span> "
         f"({len(gates.get('checks') or [])} checks; " + _link(docs, base, "Great Expectations Data Docs") + ").</li>",
-        f"<li>k-anonymity: k = {k}; smallest class {priv.get('min_class_before', '?')} before recoding, "
-        f"{priv.get('min_class_after', '?')} after; {priv.get('people_dropped', 0):,} people dropped "
-        f"of {priv.get('people', 0):,}.</li>",
+        f"<li>k-anonymity: k = {priv.get('k', cfg.privacy.k)}; smallest class {_n(f.privacy['min_class_before'], t)} "
+        f"before recoding, {priv.get('min_class_after', '?')} after; "
+        f"<span data-key='privacy|people_dropped' data-value='{_v(f.privacy.get('people_dropped'))}'>"
+        f"{_n(f.privacy.get('people_dropped'), t)}</span> people dropped of {_n(f.privacy.get('people'), t)}.</li>",
     ]
     ld = priv.get("l_diversity") or {}
     if ld:
@@ -297,138 +300,142 @@ def _summary(cfg: Config, d: ReportData, base: Path) -> list[str]:
         )
     for table, why in (m.get("empty_tables") or {}).items():
         out.append(f"<li>{E(table)}: {E(why)}.</li>")
-    out.append(f"<li>{sum(m['row_counts'].values()):,} rows in {len(m['row_counts'])} tables.</li></ul>")
+    out.append(
+        f"<li>{len(m['row_counts'])} tables. Counts of 1 to {t - 1} people are shown as &lt;{t}, with as many "
+        "others as it takes so that none can be worked out from the rest.</li></ul>"
+    )
     return out
 
 
-def _cohort(cfg: Config, d: ReportData) -> list[str]:
-    threshold = cfg.privacy.min_cell_count  # export.min_cell_count: counts of people below it are masked
-    site_label = {s: f"{s} {SITE_NAMES[s]}" if s in SITE_NAMES else s for s, _ in d.by_site}
-
-    def small(n: int) -> float | None:
-        return None if 0 < n < threshold else float(n)
-
-    grid_cells: dict[tuple[str, str], float | None] = {}
-    grid_text: dict[tuple[str, str], str] = {}
-    for s in d.grid_rows:
-        for y in d.grid_cols:
-            n = d.grid.get((s, y), 0)
-            grid_cells[(s, y)] = small(n)
-            grid_text[(s, y)] = f"{n:,}" if grid_cells[(s, y)] is not None else f"<{threshold}"
+def _cohort(d: ReportData) -> list[str]:
+    f, t = d.figures, d.figures.threshold
+    site_label = {s: f"{s} {SITE_NAMES[s]}" if s in SITE_NAMES else s for s in f.by_site}
+    cells = {k: (None if v is None else float(v)) for k, v in f.grid.items()}
+    text = {k: _n(v, t) for k, v in f.grid.items()}
+    sites = sorted(f.by_site, key=lambda s: (-(f.by_site[s] or 0), s))
     return [
         "<h2>The cohort</h2>",
         bar_chart(
             "cohort-by-year",
-            f"Registered cancers by diagnosis year (counts below {threshold} masked)",
-            [(y, small(n)) for y, n in d.by_year],
+            f"Registered cancers by diagnosis year (fewer than {t} people masked)",
+            [(y, f.by_year[y]) for y in d.years],
             y_label="cancers",
-            masked=f"<{threshold}",
+            masked=f"<{t}",
+            keys=[f"year|{y}" for y in d.years],
         ),
         bar_chart(
             "cohort-by-site",
-            f"Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block; below {threshold} masked)",
-            [(site_label[s], small(n)) for s, n in d.by_site],
+            f"Registered cancers by site (ICD-O-3 topography, 3 characters or ICD-10 block; fewer than {t} people "
+            "masked)",
+            [(site_label[s], f.by_site[s]) for s in sites],
             y_label="cancers",
-            masked=f"<{threshold}",
+            masked=f"<{t}",
+            keys=[f"site|{s}" for s in sites],
         ),
         heatmap(
             "cohort-year-site",
-            f"Top {len(d.grid_rows)} sites by diagnosis year (counts below {threshold} masked)",
-            d.grid_rows,
-            d.grid_cols,
-            grid_cells,
-            text=grid_text,
+            f"Top {len(d.top_sites)} sites by diagnosis year (fewer than {t} people masked)",
+            d.top_sites,
+            d.years,
+            cells,
+            text=text,
             row_labels=site_label,
+            key_prefix="cell",
         ),
     ]
 
 
 def _linkage(d: ReportData) -> list[str]:
-    feeds = sorted({f for f, _ in d.linkage})
-    years = sorted({y for _, y in d.linkage})
-    link_cells: dict[tuple[str, str], float | None] = {}
-    link_text: dict[tuple[str, str], str] = {}
-    for key, (linked, eligible) in d.linkage.items():
-        rate = 100.0 * linked / eligible if eligible else None
-        link_cells[key] = None if rate is None else round(rate, 2)
-        link_text[key] = "n/a" if rate is None else f"{rate:.1f}%"
-    out = [
+    f, t = d.figures, d.figures.threshold
+    feeds = sorted({k[0] for k in f.rates})
+    years = sorted({k[1] for k in f.rates})
+    cells: dict[tuple[str, str], float | None] = dict(f.rates)
+    text = {k: ("masked" if v is None else f"{v:.1f}%") for k, v in f.rates.items()}
+    return [
         "<h2>Linkage</h2>",
         "<p class='muted'>Rate = records linked to a cohort person (by RRN, by secondary key, or through their "
         "claim statement) / (linked + unlinked). Records of people outside the cohort are not in the "
-        "denominator.</p>",
-        heatmap("linkage-rate", "Linkage rate by feed and year", feeds, years, link_cells, text=link_text),
+        f"denominator. A rate is masked where fewer than {t} people were linked, or left unlinked.</p>",
+        heatmap("linkage-rate", "Linkage rate by feed and year", feeds, years, cells, text=text),
     ]
-    rep = d.release.manifest.get("linkage_report") or []
-    if rep:
-        sums: dict[str, dict[str, int]] = {}
-        for row in rep:
-            acc = sums.setdefault(str(row["_feed"]), {})
-            for key, v in row.items():
-                if not key.startswith("_") and isinstance(v, int):
-                    acc[key] = acc.get(key, 0) + v
-        cols = list(next(iter(sums.values())))
-        rows = [[f, *[s.get(c, 0) for c in cols]] for f, s in sums.items()]
-        out.append(_table(["feed", *cols], rows, set(range(1, len(cols) + 1))))
-    return out
 
 
 def _privacy(cfg: Config, d: ReportData) -> list[str]:
-    priv = d.release.manifest.get("privacy") or {}
+    m, f, t = d.release.manifest, d.figures, d.figures.threshold
+    priv = m.get("privacy") or {}
     qis = priv.get("quasi_identifiers") or cfg.privacy.quasi_identifiers
+    dist = priv.get("class_size_distribution") or {}
     out = [
         "<h2>Privacy</h2>",
         bar_chart(
             "k-distribution",
             "Equivalence classes by size (quasi-identifiers: " + ", ".join(qis) + ")",
-            [(s, float(n)) for s, n in d.k_distribution],
+            [(str(s), int(n)) for s, n in dist.items()],
             y_label="classes",
         ),
     ]
-    costs = priv.get("costs") or []
+    threat = priv.get("threat_model") or {}
+    if threat:
+        out.append("<h3>What k protects against</h3><ul>")
+        out += [f"<li>It holds against {E(x)}.</li>" for x in threat.get("holds_against", [])]
+        out.append("</ul><h3>What it does not protect against</h3><ul>")
+        out += [f"<li>{E(x[0].upper() + x[1:])}.</li>" for x in threat.get("does_not_hold_against", [])]
+        out.append("</ul>")
+    costs = f.privacy.get("recoded") or []
     if costs:
-        out.append(_table(list(costs[0].keys()), [list(c.values()) for c in costs], set()))
-    dropped = priv.get("rows_dropped") or {}
+        rows = [[c["step"], c["column"], c["action"], _n(c["people"], t)] for c in costs]
+        out.append(_table(["step", "column", "action", "people"], rows, {3}))
+    dropped = f.privacy.get("rows_dropped") or {}
     if dropped:
         out.append(
-            f"<p>Rows dropped with dropped people: {E(', '.join(f'{t} {n:,}' for t, n in dropped.items()))}.</p>"
+            f"<p>Rows dropped with dropped people: {E(', '.join(f'{k} {_n(v, t)}' for k, v in dropped.items()))}.</p>"
         )
     return out
 
 
 def _gates_and_tables(d: ReportData) -> list[str]:
-    r, m = d.release, d.release.manifest
+    r, m, f = d.release, d.release.manifest, d.figures
+    t = f.threshold
     gates = m.get("gates") or {}
     checks = gates.get("checks") or []
-    rows = [[c["table"], c["check"], c.get("severity", "critical"), _verdict(c), c.get("detail", "")] for c in checks]
-    out = ["<h2>Gates</h2>", _table(["table", "check", "severity", "result", "detail"], rows)]
-    secs = gates.get("seconds") or {}
-    if secs:
-        out.append("<p class='muted'>Gate timings: " + E(", ".join(f"{p} {s:.1f}s" for p, s in secs.items())) + "</p>")
+    rows = [[c["table"], c["check"], c.get("severity", "critical"), _verdict(c)] for c in checks]
+    out = [
+        "<h2>Gates</h2>",
+        "<p class='muted'>The checks' details (counts of rows) stay in the custodian's gate result.</p>",
+        _table(["table", "check", "severity", "result"], rows),
+    ]
     empty = m.get("empty_tables") or {}
-    tables = [[t, n, str(r.snapshots.get(t, "")), empty.get(t, "")] for t, n in m["row_counts"].items()]
-    out += ["<h2>Tables</h2>", _table(["table", "rows", "snapshot", "note"], tables, {1})]
+    tables = [
+        [
+            name,
+            _n(f.tables.get(name), t),
+            _n(f.people.get(name), t),
+            str(r.snapshots.get(name, "")),
+            empty.get(name, ""),
+        ]
+        for name in r.snapshots
+    ]
+    out += ["<h2>Tables</h2>", _table(["table", "rows", "people", "snapshot", "note"], tables, {1, 2})]
     return out
 
 
 def _inputs(cfg: Config, d: ReportData, base: Path) -> list[str]:
     ingest_docs = cfg.local_path("reports") / "ingest" / "data_docs"
+    t = d.figures.threshold
     rows = []
     for i in d.release.manifest.get("inputs") or []:
         idx = ingest_docs / i["feed"] / str(i["year"]) / "index.html"
         docs_link = _link(idx, base, "Data Docs") if idx.exists() else ""
-        rows.append((i, docs_link))
+        delivered = d.figures.delivered.get((i["feed"], str(i["year"])))
+        rows.append(
+            f"<tr><td>{E(i['feed'])}</td><td>{i['year']}</td><td>{E(str(i['delivery']))}</td>"
+            f"<td class='n' data-key='delivered|{E(i['feed'])}|{i['year']}' data-value='{_v(delivered)}'>"
+            f"{_n(delivered, t)}</td><td>{docs_link}</td></tr>"
+        )
     return [
         "<h2>Inputs</h2>",
-        "<table><thead><tr><th>feed</th><th>year</th><th>delivery</th><th class='n'>delivered</th>"
-        "<th class='n'>staged</th><th class='n'>quarantined</th><th>ingest gate</th></tr></thead><tbody>"
-        + "".join(
-            f"<tr><td>{E(i['feed'])}</td><td>{i['year']}</td><td>{E(str(i['delivery']))}</td>"
-            f"<td class='n'>{i['delivered_rows']:,}</td><td class='n'>{i['staged_rows']:,}</td>"
-            f"<td class='n'>{i['quarantined_rows']:,}</td><td>{link}</td></tr>"
-            for i, link in rows
-        )
-        + "</tbody></table>",
+        "<table><thead><tr><th>feed</th><th>year</th><th>delivery</th><th class='n'>delivered lines</th>"
+        "<th>ingest gate</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>",
     ]
 
 
@@ -444,7 +451,7 @@ def to_html(cfg: Config, d: ReportData, base: Path) -> str:
         f"configuration sha256 {E(str(m.get('config_digest', ''))[:16])}…",
         "</p>",
         *_summary(cfg, d, base),
-        *_cohort(cfg, d),
+        *_cohort(d),
         *_linkage(d),
         *_privacy(cfg, d),
         *_gates_and_tables(d),

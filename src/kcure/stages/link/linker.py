@@ -38,7 +38,7 @@ SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "do
 #: per staged record, owner-only: where it came from, whom it was linked to and what became of it
 LINEAGE_COLUMNS = (
     "_feed", "_year", "_delivery", "_file", "_line",
-    "SN_KEY", "_status", "_dup", "_conflict_drop", "_sex_conflict", "_in_library",
+    "SN_KEY", "_who", "_status", "_dup", "_conflict_drop", "_sex_conflict", "_in_library",
 )  # fmt: skip
 
 
@@ -136,10 +136,18 @@ def _parents(df: DataFrame, key: str) -> DataFrame:
     """One status, person and SN_KEY per parent key, chosen deterministically (a linked status sorts first)."""
     from pyspark.sql import functions as F
 
-    best = F.min(F.struct("_status", "PK", "SN_KEY")).alias("_p")
-    return (
-        df.groupBy(key).agg(best).select(key, *[F.col(f"_p.{c}").alias(f"_p{c}") for c in ("_status", "PK", "SN_KEY")])
-    )
+    fields = ("_status", "PK", "SN_KEY", "_who")
+    best = F.min(F.struct(*fields)).alias("_p")
+    return df.groupBy(key).agg(best).select(key, *[F.col(f"_p.{c}").alias(f"_p{c}") for c in fields])
+
+
+def _who(df: DataFrame) -> DataFrame:
+    """``_who``: a short digest of whoever a record is about (linked, out of cohort, or its secondary key),
+    so disclosure control can count the people behind a figure, not the records (owner-only lineage)."""
+    from pyspark.sql import functions as F
+
+    person = F.coalesce(F.col("PK"), F.col("LK"), F.col("SK"))
+    return df.withColumn("_who", F.substring(F.sha2(F.concat(F.lit("who|"), person), 256), 1, 16))
 
 
 def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, DataFrame]:
@@ -152,7 +160,7 @@ def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, D
     for f, df in feeds.items():
         if cfg.feeds[f].names_person:
             own = who.registry if f == registry else classify(df, who.cohort, who.cohort_map)
-            out[f] = own.join(who.sn_keys, "PK", "left")
+            out[f] = _who(own.join(who.sn_keys, "PK", "left"))
     parents: dict[tuple[str, str], DataFrame] = {}  # cached: every write below must see the same parents
     for f, df in feeds.items():
         feed = cfg.feeds[f]
@@ -161,7 +169,8 @@ def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, D
         key, parent = feed.person_via, parent_of(cfg.feeds, feed).name
         if parent not in out:  # nothing staged to follow: every row is unlinked, and counted
             none = F.lit(None).cast("string")
-            out[f] = df.withColumn("_status", F.lit("unlinked")).withColumn("PK", none).withColumn("SN_KEY", none)
+            out[f] = df.withColumn("_status", F.lit("unlinked"))
+            out[f] = out[f].withColumn("PK", none).withColumn("SN_KEY", none).withColumn("_who", none)
             continue
         if (parent, key) not in parents:
             parents[(parent, key)] = _parents(out[parent], key).persist(StorageLevel.MEMORY_AND_DISK)
@@ -173,7 +182,8 @@ def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, D
             .withColumn("_status", status)
             .withColumn("PK", F.when(via, F.col("_pPK")))
             .withColumn("SN_KEY", F.when(via, F.col("_pSN_KEY")))
-            .drop("_p_status", "_pPK", "_pSN_KEY")
+            .withColumn("_who", F.col("_p_who"))
+            .drop("_p_status", "_pPK", "_pSN_KEY", "_p_who")
         )
     return out
 
@@ -241,6 +251,14 @@ def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTabl
             n(~F.col("_dup") & F.col("_conflict_drop")).alias("conflicts_dropped"),
             n(F.col("_sex_conflict")).alias("sex_conflicts_flagged"),
             n(F.col("_in_library")).alias("in_library"),
+            # the people behind the linked and unlinked records (a record about nobody known counts one)
+            F.countDistinct(F.when(F.col("_status").startswith("linked") & kept, F.col("SN_KEY"))).alias(
+                "linked_persons"
+            ),
+            (
+                F.countDistinct(F.when((F.col("_status") == "unlinked") & kept, F.col("_who")))
+                + F.max(F.when((F.col("_status") == "unlinked") & kept & F.col("_who").isNull(), 1).otherwise(0))
+            ).alias("unlinked_persons"),
         )
         .collect()
     )
