@@ -446,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pb.add_argument("--days", type=float, help="override builds.retention_days from conf/pipeline.yaml")
     pb.set_defaults(func=_cmd_purge_builds)
+
+    from kcure.projects.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -59,6 +59,7 @@ class LibraryColumn:
     params: dict[str, str] = field(default_factory=dict)
     meaning: str = ""
     generalization: str = ""
+    restricted: str = ""  # the plan a research project must declare to receive this column (plans.<name>)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def _library_column(file: str, key: str, raw: Any, feed: Feed) -> LibraryColumn:
     name = cw.get("name", str)
     rule = cw.get("rule", str, "copy", choices=RULES)
     allowed = RULES[rule][0]
-    fixed = {"name", "type", "rule", "from", "meaning", "generalization"}
+    fixed = {"name", "type", "rule", "from", "meaning", "generalization", "restricted"}
     unknown = set(cw.data) - fixed - allowed
     if unknown:
         cw.fail(f"rule {rule} takes no setting {', '.join(sorted(unknown))}")
@@ -217,6 +218,7 @@ def _library_column(file: str, key: str, raw: Any, feed: Feed) -> LibraryColumn:
         params=params,
         meaning=cw.get("meaning", str, ""),
         generalization=cw.get("generalization", str, ""),
+        restricted=cw.get("restricted", str, ""),
     )
 
 

@@ -1,0 +1,1 @@
+"""Research projects: applications, their review, and (later) the extracts provisioned for them."""
