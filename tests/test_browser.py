@@ -156,6 +156,11 @@ def test_rest_triggered_build_succeeds_and_publishes(airflow: Airflow, build_run
 
     cfg = dataclasses.replace(cfg, home=airflow.home)
     assert catalog.resolve(catalog.open_catalog(cfg), "latest").tag == "web1"
+    # what Airflow wrote while it ran the build (its database, config, passwords, every task's log, which
+    # names feeds, builds and alerts) is its owner's alone: no group or other permission bit on any of it
+    written = [p for p in (airflow.home / "airflow").rglob("*") if not p.is_symlink()]
+    assert [p for p in written if p.suffix == ".log" and "task_id=pseudonymize" in str(p)], "task logs were written"
+    assert [str(p) for p in written if p.stat().st_mode & 0o077] == []
 
 
 def test_the_ui_shows_the_dags_and_the_successful_run(
