@@ -251,18 +251,43 @@ def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTabl
             n(~F.col("_dup") & F.col("_conflict_drop")).alias("conflicts_dropped"),
             n(F.col("_sex_conflict")).alias("sex_conflicts_flagged"),
             n(F.col("_in_library")).alias("in_library"),
-            # the people behind the linked and unlinked records (a record about nobody known counts one)
-            F.countDistinct(F.when(F.col("_status").startswith("linked") & kept, F.col("SN_KEY"))).alias(
-                "linked_persons"
-            ),
-            (
-                F.countDistinct(F.when((F.col("_status") == "unlinked") & kept, F.col("_who")))
-                + F.max(F.when((F.col("_status") == "unlinked") & kept & F.col("_who").isNull(), 1).otherwise(0))
-            ).alias("unlinked_persons"),
         )
         .collect()
     )
-    return [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in rows]
+    persons = _persons(written, kept)
+    return [
+        {**{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()},
+         **persons.get((row["_feed"], row["_year"]), {"linked_persons": 0, "unlinked_persons": 0})}
+        for row in rows
+    ]  # fmt: skip
+
+
+def _persons(written: DataFrame, kept: Any) -> dict[tuple[Any, Any], dict[str, int]]:
+    """The people behind the linked and the unlinked records of each feed-year: one distinct pass over
+    (feed, year, kind, person), not two count-distincts, which Spark would expand row by row. An unlinked
+    record about nobody known (no ``_who``) counts as one person."""
+    from pyspark.sql import functions as F
+
+    linked = F.col("_status").startswith("linked")
+    unlinked = F.col("_status") == "unlinked"
+    who = F.when(linked, F.col("SN_KEY")).otherwise(F.coalesce(F.col("_who"), F.lit("")))
+    distinct = (
+        written.where(kept & (linked | unlinked))
+        .select("_feed", "_year", linked.alias("_linked"), who.alias("_p"))
+        .where(F.col("_p").isNotNull())
+        .distinct()
+    )
+    counts = distinct.groupBy("_feed", "_year").agg(
+        F.sum(F.col("_linked").cast("int")).alias("linked_persons"),
+        F.sum((~F.col("_linked")).cast("int")).alias("unlinked_persons"),
+    )
+    return {
+        (r["_feed"], r["_year"]): {
+            "linked_persons": int(r["linked_persons"]),
+            "unlinked_persons": int(r["unlinked_persons"]),
+        }
+        for r in counts.collect()
+    }
 
 
 def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out: Path) -> LinkResult:
