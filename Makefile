@@ -58,8 +58,7 @@ demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_lib
 	  || { tail -40 $(KCURE_HOME)/demo-build.log; exit 1; }
 	$(BIN)/kcure releases show $(DEMO_BUILD)
 	$(BIN)/kcure releases
-	$(BIN)/kcure query "select coalesce(cast(DBYEAR as varchar), '(suppressed for k-anonymity)') as diagnosis_year, \
-	  count(*) as cancers from RGST group by 1 order by 1"
+	$(BIN)/kcure query "select DBYEAR as diagnosis_year, count(*) as cancers from RGST group by 1 order by 1"
 
 airflow: install  ## airflow standalone with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (user admin)
 	@scripts/demo_secrets.sh .demo-secrets.env
