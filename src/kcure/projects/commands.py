@@ -84,10 +84,7 @@ def cmd_project(args: argparse.Namespace) -> int:
             out = handle(cfg, store_for(cfg, os.getuid()), Caller.this_process(), args.project_command, payload)
         else:
             out = request(socket_path(cfg), args.project_command, payload)
-    except (ProjectRefused, ServiceError) as e:
-        print(f"kcure project {args.project_command}: {e}", file=sys.stderr)
-        return 1
-    except ApplicationError as e:
+    except (ProjectRefused, ServiceError, ApplicationError) as e:
         print(f"kcure project {args.project_command}: {e}", file=sys.stderr)
         return 1
     print(_render(args, out))

@@ -150,7 +150,10 @@ class ProjectStore:
         return out
 
     def state(self, project: str) -> State:
-        return replay(project, self.events(project), self.rules.reviewers_required)
+        return self._replay(project, self.events(project))
+
+    def _replay(self, project: str, events: list[dict[str, Any]]) -> State:
+        return replay(project, events, self.rules.reviewers_required)
 
     @contextmanager
     def _locked(self, project: str) -> Iterator[State]:
@@ -203,7 +206,7 @@ class ProjectStore:
             os.chmod(path, 0o600)
             self._append(s, caller, "submitted", version=version, sha256=app.sha256, title=app.title,
                          people=list(app.people), amends=s.version or None)  # fmt: skip
-            return replay(app.project, s.events, self.rules.reviewers_required)
+            return self._replay(app.project, s.events)
 
     def review(self, project: str, caller: Caller, *, approve: bool, note: str) -> State:
         r = self.rules
@@ -219,7 +222,7 @@ class ProjectStore:
             if caller.user in s.reviewed_by:
                 raise ProjectRefused(f"{caller.user} has already reviewed version {s.version} of {project}")
             self._append(s, caller, "approved" if approve else "rejected", note=note.strip()[:2000])
-            return replay(project, s.events, r.reviewers_required)
+            return self._replay(project, s.events)
 
     def close(self, project: str, caller: Caller, reason: str) -> State:
         if caller.uid != self.rules.custodian_uid:
@@ -230,7 +233,7 @@ class ProjectStore:
             if s.status in ("none", "closed"):
                 raise ProjectRefused(f"project {project} is {'unknown' if s.status == 'none' else 'closed already'}")
             self._append(s, caller, "closed", note=reason)
-            return replay(project, s.events, self.rules.reviewers_required)
+            return self._replay(project, s.events)
 
     def application_file(self, project: str, version: int) -> Path:
         return self.folder(project) / f"application-v{version}.yaml"
