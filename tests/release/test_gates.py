@@ -13,8 +13,8 @@ import pytest
 
 from kcure import pipeline
 from kcure.core import catalog
+from kcure.core.recoding import person_qis
 from kcure.core.zones import PRIVACY, read_json
-from kcure.stages.protect.recode import person_qis
 from tests.build_fixture import Build, copy_build
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from kcure.core import kanon as P
 from kcure.core.rules import RecodingStep
-from kcure.stages.protect import kanon as P
 
 pytestmark = pytest.mark.unit
 QIS = ["SEX", "AGE", "SIDO", "DBYEAR", "TCODE3"]

@@ -166,12 +166,35 @@ class Privacy:
     reveals: tuple[Reveal, ...] = ()
     site_procedures: tuple[str, ...] = ()  # procedure codes that name a cancer's site
     rounding: int = 5  # counts shown outside the custodian's zone are rounded to this
+    extracts: ExtractRules | None = None  # what a research project's extract must satisfy
 
     def revealing(self, qi: str) -> tuple[Reveal, ...]:
         return tuple(r for r in self.reveals if r.qi == qi)
 
 
 # --- library.yaml ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventModel:
+    """An attacker who knows the true date of one event of the target: its first one, or any one."""
+
+    name: str
+    table: str
+    column: str
+    which: str  # first | any
+
+
+@dataclass(frozen=True)
+class ExtractRules:
+    shift_weeks: int  # W: a person's dates move by a keyed whole number of weeks in [-W, W], never 0
+    max_average_risk: float  # per one-event model
+    max_unique_share: float  # per one-event model
+    events: tuple[EventModel, ...]
+
+    @property
+    def shift_days(self) -> int:
+        return 7 * self.shift_weeks
 
 
 def _check_source(cw: Where, rule: str, source: str, feed: Feed) -> None:
@@ -362,6 +385,31 @@ def _reveals(kw: Where, qis: tuple[str, ...], library: Library) -> tuple[Reveal,
     return tuple(out)
 
 
+def _extracts(w: Where, library: Library) -> ExtractRules:
+    def share(key: str) -> float:
+        value = float(w.get(key, (int, float)))
+        if not 0 <= value <= 1:
+            w.fail(f"a share between 0 and 1, not {value}", key)
+        return value
+
+    ew = w.sub("one_event_models")
+    events = []
+    for name in ew.data:
+        mw = ew.sub(str(name))
+        table = mw.get("table", str, choices=library.tables)
+        column = mw.get("date", str, choices=library.tables[table].column_names)
+        spec = next(c for c in library.tables[table].columns if c.name == column)
+        if spec.type != "date" and spec.rule != "date_text":
+            mw.fail(f"{table}.{column} is not a day-level date", "date")
+        events.append(EventModel(str(name), table, column, mw.get("which", str, choices=("first", "any"))))
+    return ExtractRules(
+        shift_weeks=w.positive("date_shift_weeks"),
+        max_average_risk=share("max_average_risk"),
+        max_unique_share=share("max_unique_share"),
+        events=tuple(events),
+    )
+
+
 def parse_privacy(file: str, raw: Any, library: Library) -> Privacy:
     top = Where(file, raw)
     years = top.sub("window").get("diagnosis_years", list)
@@ -405,4 +453,5 @@ def parse_privacy(file: str, raw: Any, library: Library) -> Privacy:
         drop_last_resort=top.get("drop_last_resort", bool),
         reveals=reveals,
         site_procedures=tuple(str(c) for c in kw.get("site_procedures", list, [])),
+        extracts=_extracts(top.sub("extracts"), library) if "extracts" in top.data else None,
     )

@@ -12,50 +12,23 @@ secret file others can read stops the job before it touches any data.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from kcure.core.connections import airflow_connection
+from kcure.core.keys import Key
 
 MIN_BYTES = 32
 NAMES = {"linkage": "KCURE_LINKAGE_SECRET", "library": "KCURE_LIBRARY_SECRET"}
-BLOCK = 64  # SHA-256 block size in bytes
 
 
 class SecretError(RuntimeError):
     """A secret is missing, too short or badly stored. The message never contains the secret."""
 
 
-@dataclass(frozen=True)
-class Secret:
-    name: str
-    _value: bytes
-
-    def __repr__(self) -> str:
-        return f"Secret({self.name}, <redacted {len(self._value)} bytes>)"
-
-    __str__ = __repr__
-
-    def pads(self) -> tuple[bytes, bytes]:
-        """HMAC's inner and outer padded keys (RFC 2104), so Spark can compose HMAC from sha2."""
-        key = self._value if len(self._value) <= BLOCK else hashlib.sha256(self._value).digest()
-        key = key.ljust(BLOCK, b"\0")
-        return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
-
-    def hmac_hex(self, message: bytes) -> str:
-        return hmac.new(self._value, message, hashlib.sha256).hexdigest()
-
-    def raw(self) -> bytes:
-        """The key bytes, for handing to a child process through an owner-only file only."""
-        return self._value
-
-    def derive(self, label: str) -> Secret:
-        """A sub-key for one purpose (domain separation), as strong as this one."""
-        return Secret(f"{self.name}/{label}", hmac.new(self._value, label.encode(), hashlib.sha256).digest())
+class Secret(Key):
+    """One of the pipeline's two secrets (``name``: linkage or library)."""
 
 
 def _from_file(var: str) -> bytes | None:

@@ -16,10 +16,10 @@ from kcure.core.rrn import WEIGHTS
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from kcure.core.secrets import Secret
+    from kcure.core.keys import Key
 
 
-def key_relation(spark: SparkSession, keys: dict[str, Secret]) -> DataFrame:
+def key_relation(spark: SparkSession, keys: dict[str, Key]) -> DataFrame:
     """One row holding each key's inner and outer pads as binary columns ``<name>_ipad``/``_opad``."""
     from pyspark.sql.types import BinaryType, StructField, StructType
 

@@ -28,14 +28,17 @@ OS_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 #: an ICD-10 three-character code (C16) or a block of them (C18-C20)
 SITE = re.compile(r"([CD])(\d\d)(?:-([CD])(\d\d))?")
 AGE_BAND = re.compile(r"(\d{1,3})-(\d{1,3})")
+#: an ICD-O-3 morphology code (8140) or a range of them (8140-8389)
+HISTOLOGY = re.compile(r"(\d{4})(?:-(\d{4}))?")
+STAGES = ("1", "2", "3", "4", "9")  # RGST.SEER_GRP
 DATE_PRECISIONS = ("day", "month")
 SEXES = ("1", "2")
 STRATA = ("SEX", "AGE", "SIDO", "DBYEAR", "TCODE3")
 TOP_KEYS = {
     "project", "title", "principal_investigator", "analysts", "purpose", "irb", "pledges", "release",
-    "cohort", "tables", "date_precision", "plans", "expires",
+    "cohort", "tables", "date_precision", "date_shift", "plans", "expires",
 }  # fmt: skip
-COHORT_KEYS = {"sites", "years", "sex", "age_bands", "sample"}
+COHORT_KEYS = {"sites", "years", "sex", "age_bands", "histology", "stage", "sample"}
 
 
 class ApplicationError(ValueError):
@@ -61,6 +64,12 @@ class Cohort:
     sex: tuple[str, ...] = SEXES
     age_bands: tuple[tuple[int, int], ...] = ()  # age at diagnosis, both ends included; () = every age
     sample: Sample | None = None
+    histology: tuple[tuple[str, str], ...] = ()  # ICD-O-3 morphology ranges (RGST.MCODE); () = every one
+    stage: tuple[str, ...] = ()  # SEER summary stages (RGST.SEER_GRP); () = every stage
+
+    def site_ranges(self) -> list[tuple[str, str]]:
+        """Each site as its first and last three-character code: C16 -> (C16, C16)."""
+        return [_site_range(s) for s in self.sites]
 
     def site_matches(self, code: str) -> bool:
         """Whether a diagnosis code (C16, C169, C16.9) falls inside one of the cohort's sites."""
@@ -90,6 +99,7 @@ class Application:
     tables: dict[str, TableRequest]
     date_precision: str
     expires: date
+    date_shift: bool = True  # shift each person's dates by a keyed whole number of weeks
     plans: dict[str, str] = field(default_factory=dict)
     sha256: str = ""  # of the file's bytes: the version the committee reviewed
 
@@ -110,9 +120,10 @@ def _site_range(site: str) -> tuple[str, str]:
 class _Reader:
     """Reads one application and collects every problem instead of stopping at the first."""
 
-    def __init__(self, file: str, today: date) -> None:
+    def __init__(self, file: str, today: date, check_dates: bool = True) -> None:
         self.file = file
         self.today = today
+        self.check_dates = check_dates
         self.problems: list[str] = []
 
     def fail(self, key: str, rule: str) -> None:
@@ -141,6 +152,8 @@ class _Reader:
         if value is None:
             self.fail(name, f"{_shown(raw)} is not a date (YYYY-MM-DD)")
             return self.today
+        if not self.check_dates:
+            return value
         if past is True and value > self.today:
             self.fail(name, f"{value} is in the future")
         if past is False and value <= self.today:
@@ -195,6 +208,13 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:60] + "…"
 
 
+def _histology_problem(v: str) -> str | None:
+    m = HISTOLOGY.fullmatch(v)
+    if m is None:
+        return f"{_shown(v)} is not an ICD-O-3 morphology code (8140) or range (8140-8389)"
+    return f"range {v} ends before it starts" if m[2] and m[2] < m[1] else None
+
+
 def _site_problem(v: str) -> str | None:
     m = SITE.fullmatch(v)
     if m is None:
@@ -227,7 +247,16 @@ def _cohort(r: _Reader, raw: Any, window: tuple[int, int]) -> Cohort:
             (int(lo), int(hi))
             for lo, hi in (b.split("-") for b in r.strings(c["age_bands"], "cohort.age_bands", _age_band_problem))
         )
-    return Cohort(tuple(sites), years, tuple(sex), bands, _sample(r, c.get("sample")))
+    histology: tuple[tuple[str, str], ...] = ()
+    if "histology" in c:
+        codes = r.strings([str(h) for h in c["histology"]] if isinstance(c["histology"], list) else None,
+                          "cohort.histology", _histology_problem)  # fmt: skip
+        histology = tuple((h[:4], h[-4:]) for h in codes)
+    stage: tuple[str, ...] = ()
+    if "stage" in c:
+        raw_stage = [str(s) for s in c["stage"]] if isinstance(c["stage"], list) else c["stage"]
+        stage = r.strings(raw_stage, "cohort.stage", _member(STAGES, f"a SEER stage ({', '.join(STAGES)})"))
+    return Cohort(tuple(sites), years, tuple(sex), bands, _sample(r, c.get("sample")), histology, stage)
 
 
 def _sample(r: _Reader, raw: Any) -> Sample | None:
@@ -308,11 +337,12 @@ def parse_application(
     *,
     today: date | None = None,
     user_exists: Callable[[str], bool] | None = None,
+    check_dates: bool = True,
 ) -> Application:
     """Check one application (``data``, the bytes of the file called ``name``) against the library."""
     import yaml
 
-    r = _Reader(name, today or date.today())
+    r = _Reader(name, today or date.today(), check_dates)
     try:
         raw = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
@@ -335,6 +365,9 @@ def parse_application(
     precision = a.get("date_precision", "month")
     if precision not in DATE_PRECISIONS:
         r.fail("date_precision", f"{_shown(precision)} is not one of {', '.join(DATE_PRECISIONS)}")
+    shift = a.get("date_shift", True)
+    if not isinstance(shift, bool):
+        r.fail("date_shift", f"{_shown(shift)} is not true or false")
     app = Application(
         project=project,
         title=r.text(a, "title"),
@@ -348,6 +381,7 @@ def parse_application(
         cohort=_cohort(r, a.get("cohort"), window),
         tables=tables,
         date_precision=str(precision),
+        date_shift=bool(shift),
         expires=r.day(a.get("expires"), "expires", past=False),
         plans={str(k): str(v) for k, v in plans.items()},
         sha256=hashlib.sha256(data).hexdigest(),

@@ -15,6 +15,7 @@ from typing import Any
 
 from kcure.core.config import load_config
 from kcure.projects.application import ApplicationError
+from kcure.projects.keys import ProjectKeyError
 from kcure.projects.lifecycle import CLOSE_REASONS, Caller, ProjectRefused
 from kcure.projects.workspace import ServiceError, handle, request, serve, socket_path, store_for
 
@@ -34,7 +35,13 @@ def add_parsers(sub: Any) -> None:
     verdict = r.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--approve", action="store_true")
     verdict.add_argument("--reject", action="store_true")
+    verdict.add_argument(
+        "--exception", action="store_true",
+        help="accept the extract although its privacy gate fails (two reviewers must; the note is the reason)",
+    )  # fmt: skip
     r.add_argument("--note", required=True, help="why (kept in the project's log)")
+    pv = ps.add_parser("provision", help="build the approved project's extract from its release (custodian)")
+    pv.add_argument("project")
     ps.add_parser("list", help="the projects you may see, with their state")
     sh = ps.add_parser("show", help="one project: its state and every transition")
     sh.add_argument("project")
@@ -61,7 +68,8 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
             raise ProjectRefused(f"cannot read {args.file.name}: {why}") from None
         return {"application": text, "name": args.file.name}
     if c == "review":
-        return {"project": args.project, "approve": bool(args.approve), "note": args.note}
+        return {"project": args.project, "approve": bool(args.approve), "exception": bool(args.exception),
+                "note": args.note}  # fmt: skip
     if c == "close":
         return {"project": args.project, "reason": args.reason}
     return {"project": getattr(args, "project", "")}
@@ -80,14 +88,26 @@ def cmd_project(args: argparse.Namespace) -> int:
     cfg = load_config(args.conf)
     try:
         payload = _payload(args)
+        if args.project_command == "provision":
+            return _provision(cfg, args.project)
         if _is_custodian(cfg.home):
             out = handle(cfg, store_for(cfg, os.getuid()), Caller.this_process(), args.project_command, payload)
         else:
             out = request(socket_path(cfg), args.project_command, payload)
-    except (ProjectRefused, ServiceError, ApplicationError) as e:
+    except (ProjectRefused, ServiceError, ApplicationError, ProjectKeyError) as e:
         print(f"kcure project {args.project_command}: {e}", file=sys.stderr)
         return 1
     print(_render(args, out))
+    return 0
+
+
+def _provision(cfg: Any, project: str) -> int:
+    from kcure.projects.provisioning import provision, summary_line
+
+    if not _is_custodian(cfg.home):
+        raise ProjectRefused("a project is provisioned by the custodian's account only")
+    manifest = provision(cfg, store_for(cfg, os.getuid()), project, Caller.this_process())
+    print(summary_line(manifest))
     return 0
 
 

@@ -80,6 +80,7 @@ class State:
     people: tuple[str, ...] = ()  # the current version's principal investigator and analysts
     approvals: list[str] = field(default_factory=list)  # of the current version
     reviewed_by: list[str] = field(default_factory=list)  # of the current version, either way
+    exceptions: list[dict[str, Any]] = field(default_factory=list)  # of the current version: by, note
     note: str = ""  # the rejection's, or the closing reason
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,7 +93,7 @@ def replay(project: str, events: list[dict[str, Any]], required: int) -> State:
         if action == "submitted":
             s.status, s.version, s.sha256 = "submitted", int(e["version"]), str(e["sha256"])
             s.title, s.people = str(e.get("title", "")), tuple(e.get("people", ()))
-            s.approvals, s.reviewed_by, s.note = [], [], ""
+            s.approvals, s.reviewed_by, s.exceptions, s.note = [], [], [], ""
         elif action in ("approved", "rejected"):
             s.reviewed_by.append(e["by"])
             if action == "rejected":
@@ -101,6 +102,8 @@ def replay(project: str, events: list[dict[str, Any]], required: int) -> State:
                 s.approvals.append(e["by"])
                 if len(s.approvals) >= required:
                     s.status = "approved"
+        elif action == "exception":
+            s.exceptions.append({"by": e["by"], "note": e.get("note", "")})
         elif action == "provisioned":
             s.status = "provisioned"
         elif action == "closed":
@@ -222,6 +225,36 @@ class ProjectStore:
             if caller.user in s.reviewed_by:
                 raise ProjectRefused(f"{caller.user} has already reviewed version {s.version} of {project}")
             self._append(s, caller, "approved" if approve else "rejected", note=note.strip()[:2000])
+            return self._replay(project, s.events)
+
+    def exception(self, project: str, caller: Caller, note: str) -> State:
+        """A committee member accepts the current version's extract although its privacy gate fails."""
+        r = self.rules
+        if r.committee_gid is None or r.committee_gid not in caller.groups:
+            raise ProjectRefused(f"{caller.user} is not in the review committee's group {r.committee_group}")
+        if not note.strip():
+            raise ProjectRefused("an exception needs its reason")
+        with self._locked(project) as s:
+            if s.status not in ("approved", "provisioned"):
+                raise ProjectRefused(f"project {project} is {s.status}: an exception is recorded for an approved one")
+            if caller.user in s.people:
+                raise ProjectRefused(f"{caller.user} is on project {project}: they cannot grant it an exception")
+            if caller.user in {e["by"] for e in s.exceptions}:
+                raise ProjectRefused(f"{caller.user} has already recorded an exception for v{s.version} of {project}")
+            self._append(s, caller, "exception", note=note.strip()[:2000])
+            return self._replay(project, s.events)
+
+    def provisioned(self, project: str, caller: Caller, **detail: Any) -> State:
+        with self._locked(project) as s:
+            if s.status not in ("approved", "provisioned"):
+                raise ProjectRefused(f"project {project} is {s.status}: it cannot be provisioned")
+            self._append(s, caller, "provisioned", **detail)
+            return self._replay(project, s.events)
+
+    def note(self, project: str, caller: Caller, action: str, **detail: Any) -> State:
+        """An event that changes no state (a refused provisioning, what closing destroyed)."""
+        with self._locked(project) as s:
+            self._append(s, caller, action, **detail)
             return self._replay(project, s.events)
 
     def close(self, project: str, caller: Caller, reason: str) -> State:

@@ -29,8 +29,9 @@ from kcure.projects.lifecycle import Caller, ProjectRefused, ProjectStore, Rules
 if TYPE_CHECKING:
     from kcure.core.config import Config
 
+CUSTODIAN_GROUP = "@custodian"
 MAX_REQUEST = 1 << 20  # an application is a few KiB
-COMMANDS = ("submit", "review", "list", "show", "close")
+COMMANDS = ("submit", "review", "list", "show", "close")  # provision runs in the custodian's own process
 
 
 class ServiceError(Exception):
@@ -50,10 +51,14 @@ def socket_path(cfg: Config) -> Path:
 def store_for(cfg: Config, custodian_uid: int) -> ProjectStore:
     s = settings(cfg)
     group = str(s.get("committee_group", "kcure-committee"))
-    try:
-        gid: int | None = grp.getgrnam(group).gr_gid
-    except KeyError:
-        gid = None
+    gid: int | None
+    if group == CUSTODIAN_GROUP:  # the demo environment only: the custodian's own group reviews
+        gid = os.getgid()
+    else:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            gid = None
     rules = Rules(custodian_uid, gid, group, int(s.get("reviewers_required", 2)))
     return ProjectStore(cfg.home / "projects", rules)
 
@@ -79,6 +84,11 @@ def handle(cfg: Config, store: ProjectStore, caller: Caller, command: str, args:
         what = "amended: version" if state.version > 1 else "submitted: version"
         need = store.rules.reviewers_required
         return {"message": f"{app.project} {what} {state.version}, awaiting {need} reviews", "data": _summary(state)}
+    if command == "review" and args.get("exception"):
+        state = store.exception(str(args.get("project", "")), caller, str(args.get("note", "")))
+        n, need = len(state.exceptions), store.rules.reviewers_required
+        return {"message": f"{caller.user} recorded an exception for {state.project} v{state.version} "
+                           f"({n} of {need})", "data": _summary(state)}  # fmt: skip
     if command == "review":
         state = store.review(str(args.get("project", "")), caller, approve=bool(args.get("approve")),
                              note=str(args.get("note", "")))  # fmt: skip
@@ -87,7 +97,9 @@ def handle(cfg: Config, store: ProjectStore, caller: Caller, command: str, args:
         return {"message": f"{caller.user} {verdict} {state.project} v{state.version} ({n} of {need} approvals): "
                            f"it is {state.status}", "data": _summary(state)}  # fmt: skip
     if command == "close":
-        state = store.close(str(args.get("project", "")), caller, str(args.get("reason", "")))
+        from kcure.projects.provisioning import close
+
+        state = close(cfg, store, str(args.get("project", "")), caller, str(args.get("reason", "")))
         return {"message": f"{state.project} closed ({state.note})", "data": _summary(state)}
     if command == "list":
         rows = [_summary(s) for s in map(store.state, store.ids()) if _visible(store, caller, s)]

@@ -1,0 +1,310 @@
+"""Provisioning an approved project: its extract, manifest, dictionary, README and committee report.
+
+``kcure project provision ID`` and the ``kcure_provision_project`` DAG both call :func:`provision`,
+in the custodian's account (it owns KCURE_HOME, the release files and the project keys). It:
+
+1. refuses unless the project's current version is approved (or provisioned: re-provisioning), is
+   not expired, and asks for nothing finer than its earlier extract had (date precision, shift);
+2. resolves the release the application names (``latest``: the newest) and lists exactly the data
+   files of its snapshots;
+3. loads the project's key, or makes it at the first provisioning (:mod:`kcure.projects.keys`);
+4. runs the provision stage (:mod:`kcure.stages.provision.extract`) into a new folder, swapped in
+   only when it passed its gate (or two reviewers recorded an exception), so a refusal leaves the
+   earlier extract as it was;
+5. writes ``manifest.json``, ``dictionary.md`` and ``README.md`` beside the extract, keeps a copy of
+   the manifest and an HTML report for the committee under the project, and appends ``provisioned``
+   (or ``provision_refused``, with the figures) to the project's log.
+
+Layout (all the custodian's, owner-only)::
+
+    projects/<id>/workspace/extract/<TABLE>/*.parquet   the extract
+    projects/<id>/workspace/{manifest.json,dictionary.md,README.md}
+    projects/<id>/provisions/<n>/{manifest.json,report.html}   kept after closing
+    projects/<id>/state/given.parquet   what each project person was given (never finer again)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kcure.core.catalog import NAMESPACE, ReleaseError, open_catalog, resolve
+from kcure.core.zones import clear, private_umask, restrict_tree, restricted_dir, write_json_atomic
+from kcure.projects.application import Application, parse_application
+from kcure.projects.keys import KeyStore
+from kcure.projects.lifecycle import Caller, ProjectRefused, ProjectStore, State
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from kcure.core.config import Config
+
+PRECISION_RANK = {"day": 0, "month": 1}
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def extract(self) -> Path:
+        return self.workspace / "extract"
+
+    @property
+    def given(self) -> Path:
+        return self.root / "state" / "given.parquet"
+
+    def provision(self, n: int) -> Path:
+        return self.root / "provisions" / str(n)
+
+
+def key_store(cfg: Config) -> KeyStore:
+    raw = os.environ.get("KCURE_PROJECT_KEYS") or (cfg.pipeline.get("projects") or {}).get("keys") or "keys/projects"
+    path = Path(raw)
+    return KeyStore(path if path.is_absolute() else cfg.home / path)
+
+
+def _previous(store: ProjectStore, state: State) -> dict[str, Any] | None:
+    for e in reversed(state.events):
+        if e["action"] == "provisioned":
+            return dict(e)
+    return None
+
+
+def check(cfg: Config, store: ProjectStore, project: str, caller: Caller) -> tuple[State, Application]:
+    """Whether the project may be provisioned now, by ``caller``: its state and current application."""
+    if caller.uid != store.rules.custodian_uid:
+        raise ProjectRefused("a project is provisioned by the custodian's account only")
+    state = store.state(project)
+    if state.status not in ("approved", "provisioned"):
+        raise ProjectRefused(f"project {project} is {state.status}: only an approved application is provisioned")
+    path = store.application_file(project, state.version)
+    if hashlib.sha256(path.read_bytes()).hexdigest() != state.sha256:
+        raise ProjectRefused(f"{path.name} is not the version the committee reviewed (its hash differs)")
+    app = _application_unchecked_expiry(cfg, path)
+    if app.expires <= date.today():
+        raise ProjectRefused(f"project {project} expired on {app.expires}: it is closed, not provisioned")
+    prev = _previous(store, state)
+    if prev is not None:
+        if PRECISION_RANK[app.date_precision] < PRECISION_RANK[prev.get("date_precision", "day")]:
+            raise ProjectRefused(
+                f"project {project} had {prev['date_precision']}-level dates: a re-provisioning never gives finer ones"
+            )
+        if prev.get("date_shift") and not app.date_shift:
+            raise ProjectRefused(f"project {project} had shifted dates: a re-provisioning never removes the shift")
+    return state, app
+
+
+def _application_unchecked_expiry(cfg: Config, path: Path) -> Application:
+    """The application as reviewed (its dates were checked at submission; the expiry is checked above)."""
+    return parse_application(
+        path.read_bytes(), path.name, cfg.library, cfg.privacy.window, user_exists=lambda _u: True, check_dates=False
+    )
+
+
+def release_files(cfg: Config, tag: str) -> tuple[Any, dict[str, list[str]]]:
+    """The release and, per table, exactly the data files of its snapshot (local paths)."""
+    cat = open_catalog(cfg)
+    release = resolve(cat, tag)
+    files = {}
+    for name, sid in release.snapshots.items():
+        scan = cat.load_table(f"{NAMESPACE}.{name}").scan(snapshot_id=sid)
+        files[name] = [t.file.file_path.removeprefix("file://") for t in scan.plan_files()]
+    return release, files
+
+
+def provision(
+    cfg: Config, store: ProjectStore, project: str, caller: Caller, *, spark: SparkSession | None = None
+) -> dict[str, Any]:
+    """Provision ``project``; returns its manifest. ProjectRefused (with the figures in the log) otherwise."""
+    from kcure.stages.provision import extract as X
+
+    private_umask()
+    state, app = check(cfg, store, project, caller)
+    try:
+        release, files = release_files(cfg, app.release)
+    except ReleaseError as e:
+        raise ProjectRefused(f"project {project} targets release {app.release}: {e}") from None
+    paths = Paths(store.folder(project))
+    keys = key_store(cfg)
+    key, created = keys.load_or_create(project)
+    exceptions = state.exceptions
+    exception = len(exceptions) >= store.rules.reviewers_required
+    prior = X.given_from_parquet(paths.given)
+    new = paths.workspace / "extract.new"
+    restricted_dir(paths.workspace)
+    clear(new)
+    own = spark is None
+    if spark is None:
+        from kcure.core.spark import build_session
+
+        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}")
+    t0 = time.perf_counter()
+    try:
+        result = X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
+    except X.ExtractRefused as e:
+        clear(new)
+        store.note(project, caller, "provision_refused", release=release.tag, privacy=_brief(e.privacy))
+        raise ProjectRefused(str(e)) from None
+    finally:
+        if own:
+            spark.stop()
+    seconds = round(time.perf_counter() - t0, 2)
+    n = 1 + sum(1 for e in state.events if e["action"] == "provisioned")
+    manifest = _manifest(cfg, app, state, release, result, key.fingerprint(), created, exceptions, n, seconds)
+    _swap(new, paths.extract)
+    paths.given.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    X.given_to_parquet(result.given, paths.given)
+    _write_workspace(cfg, app, manifest, result.columns, paths)
+    kept = paths.provision(n)
+    restricted_dir(kept)
+    write_json_atomic(kept / "manifest.json", manifest, sort_keys=False)
+    from kcure.projects.report import render
+
+    render(cfg, manifest, kept / "report.html")
+    restrict_tree(paths.root)
+    digest = hashlib.sha256((kept / "manifest.json").read_bytes()).hexdigest()
+    store.provisioned(
+        project,
+        caller,
+        release=release.tag,
+        manifest_sha256=digest,
+        key=manifest["key_fingerprint"],
+        date_precision=app.date_precision,
+        date_shift=app.date_shift,
+        passed=result.privacy["passed"],
+        exception=bool(result.privacy.get("exception")),
+    )
+    return manifest
+
+
+def _swap(new: Path, current: Path) -> None:
+    """Replace the extract in two renames: readers see the old one or the new one, never a mix."""
+    old = current.with_name("extract.old")
+    clear(old)
+    if current.exists():
+        current.rename(old)
+    new.rename(current)
+    clear(old)
+
+
+def _brief(privacy: dict[str, Any]) -> dict[str, Any]:
+    keep = ("people", "smallest_candidates", "share_unique", "average_risk", "highest_risk", "passed")
+    return {
+        "passed": privacy.get("passed"),
+        "person_level": {k: privacy["person_level"].get(k) for k in keep},
+        "one_event": {m: {k: s.get(k) for k in keep} for m, s in privacy.get("one_event", {}).items()},
+    }
+
+
+def _manifest(
+    cfg: Config,
+    app: Application,
+    state: State,
+    release: Any,
+    result: Any,
+    fingerprint: str,
+    created: bool,
+    exceptions: list[dict[str, Any]],
+    n: int,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "project": app.project,
+        "provision": n,
+        "provisioned_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "application": {
+            "version": state.version,
+            "sha256": app.sha256,
+            "title": app.title,
+            "approved_by": state.approvals,
+            "expires": app.expires.isoformat(),
+        },
+        "release": {
+            "tag": release.tag,
+            "build": release.build,
+            "snapshots": {t: release.snapshots[t] for t in app.tables if t in release.snapshots},
+        },
+        "cohort": result.privacy.get("cohort", {}),
+        "tables": {
+            name: {
+                "years": list(app.tables[name].years),
+                **result.tables[name],
+                "columns": [c for c, _ in result.columns[name]],
+            }
+            for name in app.tables
+        },
+        "dates": {
+            "precision": app.date_precision,
+            "shift": app.date_shift,
+            "shift_weeks": result.privacy.get("date_shift", {}).get("weeks", 0),
+        },
+        "privacy": result.privacy,
+        "exception": [{"by": e["by"], "note": e.get("note", "")} for e in exceptions]
+        if result.privacy.get("exception")
+        else [],
+        "key_fingerprint": fingerprint,
+        "key_created": created,
+        "seconds": seconds,
+        "config_digest": cfg.digest,
+    }
+
+
+def _write_workspace(
+    cfg: Config, app: Application, manifest: dict[str, Any], columns: dict[str, list[tuple[str, str]]], paths: Paths
+) -> None:
+    from kcure.projects.report import dictionary, readme
+
+    write_json_atomic(paths.workspace / "manifest.json", manifest, sort_keys=False)
+    (paths.workspace / "dictionary.md").write_text(dictionary(cfg, app, columns), encoding="utf-8")
+    (paths.workspace / "README.md").write_text(readme(app, manifest), encoding="utf-8")
+
+
+def close(cfg: Config, store: ProjectStore, project: str, caller: Caller, reason: str) -> State:
+    """Close the project, then delete its extract and destroy its key; the manifests and the log stay."""
+    store.close(project, caller, reason)
+    paths = Paths(store.folder(project))
+    removed = paths.workspace.exists()
+    if removed:
+        shutil.rmtree(paths.workspace)
+    paths.given.unlink(missing_ok=True)
+    destroyed = key_store(cfg).destroy(project)
+    return store.note(project, caller, "destroyed", extract_removed=removed, key_destroyed=destroyed)
+
+
+def summary_line(manifest: dict[str, Any]) -> str:
+    p = manifest["privacy"]
+    verdict = "passed" if p["passed"] else "FAILED, provisioned under the committee's exception"
+    lines = [
+        f"{manifest['project']} provisioned from release {manifest['release']['tag']} "
+        f"(provision {manifest['provision']}, key {manifest['key_fingerprint']})",
+        f"  cohort: {p['cohort']['kept']} people; tables: "
+        + ", ".join(f"{t} {v['rows']:,} rows" for t, v in manifest["tables"].items()),
+        f"  dates: {manifest['dates']['precision']} precision, "
+        + (
+            f"shifted by whole weeks within ±{manifest['dates']['shift_weeks']}"
+            if manifest["dates"]["shift"]
+            else "not shifted"
+        ),
+        f"  privacy gate {verdict} (prosecutor; k={p['k']}):",
+        f"    person level: highest risk {p['person_level']['highest_risk']:.3f}, "
+        f"smallest class {p['person_level']['smallest_candidates']}",
+    ]
+    for name, s in p["one_event"].items():
+        lines.append(
+            f"    {name}: {s['people']} people, average risk {s['average_risk']:.3f}, "
+            f"{s['share_unique'] * 100:.1f}% unique, highest {s['highest_risk']:.3f}"
+        )
+    recoded = sum(int(c["people"]) for c in p["costs"])
+    lines.append(f"  recoding for this cohort: {recoded} values changed, {p['people_dropped']} people dropped")
+    return "\n".join(lines)
