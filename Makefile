@@ -16,6 +16,7 @@ export UV_PYTHON := $(PYTHON)
 DEMO_PATIENTS ?= 500
 DEMO_SEED ?= 20240101
 DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
+DEMO_PROJECT ?= kc20261130002
 PYTEST_ARGS ?=
 
 .PHONY: help install check-java browser demo airflow bench bench-scaling test test-fast lint fmt clean
@@ -59,6 +60,12 @@ demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_lib
 	$(BIN)/kcure releases show $(DEMO_BUILD)
 	$(BIN)/kcure releases
 	$(BIN)/kcure query "select DBYEAR as diagnosis_year, count(*) as cancers from RGST group by 1 order by 1"
+	@echo "== a research project: submitted, reviewed, provisioned (KCURE_ENV=demo: the custodian's group reviews)"
+	@KCURE_ENV=demo $(BIN)/kcure project show $(DEMO_PROJECT) > /dev/null 2>&1 || { \
+	  KCURE_ENV=demo $(BIN)/kcure project submit conf/applications/$(DEMO_PROJECT).yaml && \
+	  KCURE_ENV=demo $(BIN)/kcure project review $(DEMO_PROJECT) --approve --note "demo review"; }
+	KCURE_ENV=demo $(BIN)/kcure project provision $(DEMO_PROJECT) 2> $(KCURE_HOME)/demo-provision.log \
+	  || { tail -20 $(KCURE_HOME)/demo-provision.log; exit 1; }
 
 airflow: install  ## airflow standalone with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (user admin)
 	@scripts/demo_secrets.sh .demo-secrets.env

@@ -157,11 +157,65 @@ def _bench_conf(work: Path, events: Path) -> Path:
         {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
     )
     pyaml["defaults"]["spark"]["conf"] = spark_conf
+    # the benchmark is one account: its own group stands in for the committee (as in `make demo`)
+    pyaml["defaults"]["projects"].update({"committee_group": "@custodian", "reviewers_required": 1})
     (conf / "pipeline.yaml").write_text(yaml.safe_dump(pyaml, sort_keys=False), encoding="utf-8")
     return conf
 
 
-def bench(scale: float | None, patients: int | None, work: Path, seed: int, reuse: bool) -> dict[str, Any]:
+BENCH_PROJECT = "kc20261130900"
+
+
+def _bench_application(work: Path, sites: str) -> Path:
+    """An all-tables extract of one site's cohort (default C16, ~13% of patients), month-level dates."""
+    import yaml
+
+    doc = {
+        "project": BENCH_PROJECT, "title": "benchmark: an all-tables extract of one site", "purpose": "benchmark",
+        "principal_investigator": "nobody", "analysts": ["nobody"], "pledges": {"nobody": "2026-01-02"},
+        "irb": {"number": "BENCH-1", "approved": "2026-01-01"}, "release": "latest",
+        "cohort": {"sites": sites.split(","), "years": [2012, 2020]},
+        "tables": {t: {"columns": "all"} for t in ("RGST", "BFC", "G1E", "T200", "T300", "T400", "T530", "DEATH",
+                                                    "COVID", "VCN")},
+        "plans": {"drug_use": "benchmark"}, "date_precision": "month", "expires": "2099-12-31",
+    }  # fmt: skip
+    path = work / "bench-application.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def bench_provision(py: str, env: dict[str, str], work: Path, home: Path, logs: Path, sites: str) -> dict[str, Any]:
+    """Provision the benchmark project (submitted and approved untimed, with an exception recorded so the
+    extract is written whatever its gate says: the gate's figures are reported) and its own I/O floor."""
+    kcure = [py, "-m", "kcure.cli", "project"]
+    app = _bench_application(work, sites)
+    for cmd in (["submit", str(app)], ["review", BENCH_PROJECT, "--approve", "--note", "benchmark"],
+                ["review", BENCH_PROJECT, "--exception", "--note", "benchmark: measure the write path"]):  # fmt: skip
+        subprocess.run([*kcure, *cmd], env=env, cwd=REPO, check=True, capture_output=True)
+    s = run_stage("provision", [*kcure, "provision", BENCH_PROJECT], env, home, logs / "provision.log")
+    manifest = json.loads((home / "projects" / BENCH_PROJECT / "provisions" / "1" / "manifest.json").read_text())
+    extract = home / "projects" / BENCH_PROJECT / "workspace" / "extract"
+    floor_log = logs / "provision-floor.log"
+    fl = run_stage("provision_floor", [py, str(REPO / "bench" / "provision_floor.py"), "bench", str(extract),
+                                       str(work / "provision-floor")], env, work, floor_log)  # fmt: skip
+    counts = json.loads(floor_log.read_text().strip().splitlines()[-1])
+    s["rows_in"] = fl["rows_in"] = counts["rows_read"]
+    s["rows_out"] = sum(int(t["rows"]) for t in manifest["tables"].values())
+    fl["rows_out"] = counts["rows_written"]
+    for x in (s, fl):
+        x["rows_per_second"] = round(x["rows_in"] / x["seconds"]) if x["seconds"] else None
+    s["x_floor"] = round(s["seconds"] / fl["seconds"], 2)
+    s["floor"] = fl
+    p = manifest["privacy"]
+    s["cohort"] = p["cohort"]
+    s["gate"] = {"passed": p["passed"], **{m: {k: v[k] for k in ("people", "average_risk", "share_unique")}
+                                           for m, v in p["one_event"].items()}}  # fmt: skip
+    return s
+
+
+def bench(
+    scale: float | None, patients: int | None, work: Path, seed: int, reuse: bool, sites: str = "C16"
+) -> dict[str, Any]:
     py = sys.executable
     n = patients if patients is not None else max(1, round(K_CURE_PATIENTS * float(scale or 0)))
     work.mkdir(parents=True, exist_ok=True)
@@ -229,6 +283,7 @@ def bench(scale: float | None, patients: int | None, work: Path, seed: int, reus
         s["rows_per_second"] = round(s["rows_in"] / s["seconds"]) if s["seconds"] else None
         s["x_floor"] = round(s["seconds"] / floor["seconds"], 2)
     result["stages"] = out
+    result["provision"] = bench_provision(py, env, work, home, logs, sites)
     result["spark_stages"] = slowest_spark_stages(events)
     total = sum(s["seconds"] for s in out)
     result["pipeline"] = {
@@ -317,6 +372,22 @@ def markdown(r: dict[str, Any]) -> str:
         f"| I/O floor | {f['rows_in']:,} | {f['rows_out']:,} | {f['seconds']:,.1f} | {f['rows_per_second']:,} | "
         f"{f['cpu_seconds']:,.1f} | {f['peak_rss_mb']:,} | {f['disk_written_mb']:,} | 1.00 |"
     )
+    if r.get("provision"):
+        v = r["provision"]
+        pf = v["floor"]
+        lines += [
+            "",
+            f"provisioning: an all-tables extract of {v['cohort']['kept']:,} people "
+            f"(of {v['cohort']['matched']:,} matched); gate {'passed' if v['gate']['passed'] else 'failed'}",
+            "",
+            "| step | rows read | rows written | wall s | rows/s | CPU s | peak mem MB (PSS) | disk MB | × floor |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| provision | {v['rows_in']:,} | {v['rows_out']:,} | {v['seconds']:,.1f} | {v['rows_per_second']:,} | "
+            f"{v['cpu_seconds']:,.1f} | {v['peak_rss_mb']:,} | {v['disk_written_mb']:,} | {v['x_floor']:.2f} |",
+            f"| provisioning I/O floor | {pf['rows_in']:,} | {pf['rows_out']:,} | {pf['seconds']:,.1f} | "
+            f"{pf['rows_per_second']:,} | {pf['cpu_seconds']:,.1f} | {pf['peak_rss_mb']:,} | "
+            f"{pf['disk_written_mb']:,} | 1.00 |",
+        ]
     if r.get("spark_stages"):
         lines.append("\nwhere the Spark time goes (event logs, summed job wall time):")
         for st in r["spark_stages"]:
@@ -367,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="scratch folder (default: var/bench/<scale>)")
     ap.add_argument("--reuse-landing", action="store_true", help="keep an already generated population")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
+    ap.add_argument("--provision-sites", default="C16", help="the benchmark project's cohort sites (comma-separated)")
     args = ap.parse_args(argv)
     scales: list[float | None] = list(args.scaling) if args.scaling else [args.scale]
     runs = []
@@ -375,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or REPO / "var" / "bench" / label
         if args.scaling and args.work:
             work = args.work / label
-        r = bench(scale, args.patients, work, args.seed, args.reuse_landing)
+        r = bench(scale, args.patients, work, args.seed, args.reuse_landing, args.provision_sites)
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = args.results / f"{stamp}-{label}.json"

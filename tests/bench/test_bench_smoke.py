@@ -20,7 +20,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     results = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "150", "--work", str(tmp_path / "work"),
-         "--results", str(results)],
+         "--results", str(results), "--provision-sites", "C00-C97"],
         capture_output=True, text=True, timeout=900, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -44,6 +44,11 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert r["generate"]["seconds"] > 0  # generation is timed, apart from the pipeline
     for name in STAGES:
         assert f"| {name} |" in proc.stdout
+    # provisioning: read every release row of the ten tables, wrote the extract, against its own floor
+    pv = r["provision"]
+    assert pv["rows_in"] == pv["floor"]["rows_in"] >= pv["rows_out"] > 0
+    assert pv["x_floor"] == round(pv["seconds"] / pv["floor"]["seconds"], 2)
+    assert pv["cohort"]["kept"] > 0 and "| provision |" in proc.stdout
     # Spark's own stage timings come from the jobs' event logs
     apps = {f"kcure-{s}-bench" for s in ("pseudonymize", "link", "protect", "check")}
     assert {s["app"] for s in r["spark_stages"]} <= apps

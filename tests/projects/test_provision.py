@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import os
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -52,6 +53,18 @@ class Keys:
         return 7 * (v - self.weeks if v < self.weeks else v - self.weeks + 1)
 
 
+def _cancers(home: ProjectHome, keys: Keys) -> pd.DataFrame:
+    """The release's registered cancers whose shifted diagnosis month (from its 15th) is inside 2012-2020,
+    pulled in by W where that meets the first or last diagnosis the release holds; with ``pid``, ``mid``."""
+    w = timedelta(days=7 * keys.weeks)
+    library = _release(home, "RGST")
+    mid = pd.to_datetime(library.FDX + "15", format="%Y%m%d")
+    lo, hi = max(pd.Timestamp(2012, 1, 1), mid.min() + w), min(pd.Timestamp(2020, 12, 31), mid.max() - w)
+    library = library.assign(pid=library.SN_KEY.map(keys.pid), mid=mid)
+    moved = library.mid + pd.to_timedelta(library.pid.map(keys.shift), "D")
+    return library[(moved >= lo) & (moved <= hi)]
+
+
 def _keys(home: ProjectHome, project: str) -> Keys:
     from kcure.projects.provisioning import key_store
 
@@ -85,7 +98,7 @@ def _extract(home: ProjectHome, project: str) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def project_a(project_home: ProjectHome, spark) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     approve(project_home, application(A, A_TABLES, date_precision="day"))
-    return _provision(project_home, A, spark)
+    return _provision(project_home, A, spark, cfg=project_home.relaxed)  # T200.RECU_FR_DD: admission models
 
 
 def test_an_extract_holds_only_the_tables_columns_people_and_years_its_application_names(
@@ -98,19 +111,20 @@ def test_an_extract_holds_only_the_tables_columns_people_and_years_its_applicati
         assert list(ext[name].columns) == order, name
         assert project_a["tables"][name]["rows"] == len(ext[name])
 
-    # people: exactly the release's cohort (every cancer, 2012-2020), less the people the gate dropped
-    rgst = _release(project_home, "RGST")
-    cohort = {keys.pid(s) for s in rgst.loc[rgst.DBYEAR.between(2012, 2020), "SN_KEY"]}
+    # people: exactly the release's cohort (every cancer diagnosed 2012-2020, as shifted), less the people
+    # the gate dropped
+    cohort = set(_cancers(project_home, keys).pid)
     people = set(ext["RGST"].SN_KEY)
     assert people <= cohort and len(cohort) - len(people) == project_a["privacy"]["people_dropped"]
     assert set(ext["BFC"].SN_KEY) <= people and set(ext["T200"].SN_KEY) <= people
 
-    # T200: its true years (the released date less the person's shift) are 2015-2018, and every such
-    # statement of those people is there; claim lines only of those statements
-    true_day = pd.to_datetime(ext["T200"].RECU_FR_DD) - pd.to_timedelta(ext["T200"].SN_KEY.map(keys.shift), "D")
-    assert true_day.dt.year.between(2015, 2018).all()
-    t200 = _release(project_home, "T200")
-    t200 = t200[t200.SN_KEY.map(keys.pid).isin(people) & pd.to_datetime(t200.RECU_FR_DD).dt.year.between(2015, 2018)]
+    # T200: rows are chosen by their shifted day (choosing by the true one would cut each person's claims
+    # at the true edges and give the shift away): every such statement of those people, and the claim
+    # lines of those statements only
+    assert pd.to_datetime(ext["T200"].RECU_FR_DD).dt.year.between(2015, 2018).all()  # as released: shifted
+    t200 = _release(project_home, "T200").assign(pid=lambda d: d.SN_KEY.map(keys.pid))
+    moved = pd.to_datetime(t200.RECU_FR_DD) + pd.to_timedelta(t200.pid.map(keys.shift), "D")
+    t200 = t200[t200.pid.isin(people) & moved.dt.year.between(2015, 2018)]
     assert sorted(t200.MID.map(lambda m: keys.sub("MID", m))) == sorted(ext["T200"].MID)
     t300 = _release(project_home, "T300")
     assert sorted(t300[t300.MID.isin(set(t200.MID))].MID.map(lambda m: keys.sub("MID", m))) == sorted(ext["T300"].MID)
@@ -144,11 +158,38 @@ def test_two_projects_share_no_key_value_and_neither_shares_one_with_the_library
         assert not va & vb and not va & library[column] and not vb & library[column], column
 
 
+def test_the_report_says_how_linkable_two_extracts_are_through_claim_amounts_and_gaps(
+    project_home: ProjectHome, project_a: dict[str, Any], spark
+) -> None:  # type: ignore[no-untyped-def]
+    e, f = "kc20261130108", "kc20261130109"
+    tables = {"RGST": {"columns": ["SN_KEY", "SEX"]},
+              "T200": {"columns": ["SN_KEY", "RECU_FR_DD", "RVD_RPE_TAMT_AMT"], "years": [2016, 2018]}}  # fmt: skip
+    approve(project_home, application(e, tables, date_precision="day"))
+    _provision(project_home, e, spark, cfg=project_home.relaxed)
+    cohort = {"sites": ["C15-C26"], "years": [2012, 2020]}
+    approve(project_home, application(f, tables, cohort=cohort, date_precision="day"))
+    m = _provision(project_home, f, spark, cfg=project_home.relaxed)
+    found = {x["project"]: x for x in m["linkability"]}
+    assert found[A]["features"] == ["RECU_FR_DD"]  # A's extract has dates but no amounts: gaps alone
+    ee, ef = _extract(project_home, e), _extract(project_home, f)
+    ke, kf = _keys(project_home, e), _keys(project_home, f)
+    rgst = _release(project_home, "RGST")
+    in_both = {
+        s for s in set(rgst.SN_KEY) if ke.pid(s) in set(ee["T200"].SN_KEY) and kf.pid(s) in set(ef["T200"].SN_KEY)
+    }
+    x = found[e]
+    assert x["features"] == ["RECU_FR_DD", "RVD_RPE_TAMT_AMT"] and x["shared"] == len(in_both) > 20
+    # different keys, different shifts, day against month precision: still, most shared people link
+    assert 0.5 < x["linked"] / x["shared"] <= 1 and x["linked"] <= x["matched"]
+    report = (project_home.store().folder(f) / "provisions" / "1" / "report.html").read_text()
+    assert "Linkability to other extracts" in report and e in report
+
+
 def test_a_cohort_chosen_by_histology_is_recoded_again_and_passes_with_its_cost_recorded(
     project_home: ProjectHome, spark
 ) -> None:  # type: ignore[no-untyped-def]
     h = "kc20261130103"
-    tables = {"RGST": {"columns": ["SN_KEY", "DBYEAR", "SEX", "AGE", "FDX", "TCODE", "MCODE"]},
+    tables = {"RGST": {"columns": ["SN_KEY", "DBYEAR", "SEX", "AGE", "TCODE", "MCODE"]},
               "BFC": {"columns": ["SN_KEY", "STD_YYYY", "SIDO"]}}  # fmt: skip
     cohort = {"sites": ["C00-C97"], "years": [2012, 2020], "histology": ["8140-8389"]}
     approve(project_home, application(h, tables, cohort=cohort, date_shift=False))
@@ -165,9 +206,8 @@ def test_a_cohort_chosen_by_histology_is_recoded_again_and_passes_with_its_cost_
 
 def _classes(rgst: pd.DataFrame, bfc: pd.DataFrame, true_year: dict[str, int] | None) -> pd.Series:
     """Per person of an extract: SEX|AGE|SIDO|DBYEAR|TCODE3 of the first registered cancer."""
-    first = (
-        rgst.sort_values(["SN_KEY", "FDX", "TCODE"], na_position="last").drop_duplicates("SN_KEY").set_index("SN_KEY")
-    )
+    order = ["SN_KEY", "FDX" if "FDX" in rgst.columns else "DBYEAR", "TCODE"]
+    first = rgst.sort_values(order, na_position="last").drop_duplicates("SN_KEY").set_index("SN_KEY")
     year = first.DBYEAR if true_year is None else first.index.map(true_year).to_series(index=first.index)
     at = bfc.merge(pd.DataFrame({"SN_KEY": year.index, "STD_YYYY": year.to_numpy()}), on=["SN_KEY", "STD_YYYY"])
     sido = at.groupby("SN_KEY").SIDO.max().combine_first(bfc.groupby("SN_KEY").SIDO.max()).reindex(first.index)
@@ -212,31 +252,38 @@ def test_an_independent_recomputation_from_the_extract_finds_the_manifests_risk_
     approve(project_home, application(r, tables, date_precision="day"))
     m = _provision(project_home, r, spark, cfg=project_home.relaxed)  # thresholds relaxed: the figures are kept
     ext, keys = _extract(project_home, r), _keys(project_home, r)
-    rgst = _release(project_home, "RGST").sort_values(["SN_KEY", "FDX", "TCODE"], na_position="last")
-    true_year = {
-        keys.pid(s): y for s, y in rgst.drop_duplicates("SN_KEY")[["SN_KEY", "DBYEAR"]].itertuples(index=False)
-    }
-    classes = _classes(ext["RGST"], ext["BFC"], true_year)
+    w = timedelta(days=7 * keys.weeks)
+    cancers = _cancers(project_home, keys)
+    cancers = cancers[cancers.pid.isin(set(ext["RGST"].SN_KEY))]
+    first_cancer = cancers.sort_values(["pid", "FDX", "TCODE"], na_position="last").drop_duplicates("pid")
+    assert len(cancers) == len(ext["RGST"]) and set(first_cancer.pid) == set(ext["RGST"].SN_KEY)
+    classes = _classes(ext["RGST"], ext["BFC"], dict(zip(first_cancer.pid, first_cancer.DBYEAR, strict=True)))
     sizes = classes.map(classes.value_counts())
     p = m["privacy"]
     assert p["person_level"]["smallest_candidates"] == sizes.min()
     assert p["person_level"]["highest_risk"] == pytest.approx(1 / sizes.min(), abs=1e-6)
     assert p["person_level"]["people"] == len(classes)
 
-    window = 7 * project_home.cfg.privacy.extracts.shift_weeks
-
     def events(df: pd.DataFrame, column: str, fmt: str | None) -> pd.DataFrame:
         released = pd.to_datetime(df[column], format=fmt)
         true = released - pd.to_timedelta(df.SN_KEY.map(keys.shift), "D")
-        return pd.DataFrame({"person": df.SN_KEY, "true": true, "released": released}).dropna()
+        return pd.DataFrame({"person": df.SN_KEY, "true": true, "lo": released, "hi": released}).dropna()
 
     adm = events(ext["T200"], "FST_IPAT_DD", None)
     first = adm.sort_values("true").drop_duplicates("person")
     death = events(ext["DEATH"], "DREGDATE", "%Y%m%d").sort_values("true").drop_duplicates("person")
-    for name, ev in (("first_admission", first), ("admission", adm), ("death", death)):
+    month = pd.to_datetime(ext["RGST"].drop_duplicates("SN_KEY").set_index("SN_KEY").FDX + "01", format="%Y%m%d")
+    dx = pd.DataFrame({"person": first_cancer.pid, "true": first_cancer.mid.to_numpy()})
+    dx = dx.assign(lo=dx.person.map(month), hi=dx.person.map(month + pd.offsets.MonthEnd(0)))
+    models = (("diagnosis", dx, False), ("first_admission", first, True), ("admission", adm, True),
+              ("death", death, True))  # fmt: skip
+    assert set(p["one_event"]) == {name for name, _, _ in models}
+    for name, ev, weekly in models:
         ev = ev.assign(cls=ev.person.map(classes))
         pairs = ev.merge(ev, on="cls", suffixes=("", "_c"))
-        near = pairs[(pairs.released_c - pairs.true).abs() <= timedelta(days=window)]
+        near = pairs[(pairs.lo_c <= pairs.true + w) & (pairs.hi_c >= pairs.true - w)]
+        if weekly:  # whole-week shifts, never 0: same weekday, never the true day itself
+            near = near[((near.lo_c - near.true).dt.days % 7 == 0) & (near.lo_c != near.true)]
         n = near.groupby(["person", "true"]).person_c.nunique().groupby("person").min()
         s = p["one_event"][name]
         assert s["people"] == len(n), name
@@ -274,7 +321,7 @@ def test_re_provisioning_on_a_newer_release_keeps_every_persons_pseudonym(
 ) -> None:  # type: ignore[no-untyped-def]
     before = _extract(project_home, A)
     project_home.publish("p2")
-    m = _provision(project_home, A, spark)
+    m = _provision(project_home, A, spark, cfg=project_home.relaxed)
     after = _extract(project_home, A)
     assert m["release"]["tag"] == "p2" and m["provision"] == 2
     assert m["key_fingerprint"] == project_a["key_fingerprint"] and not m["key_created"]
@@ -283,3 +330,25 @@ def test_re_provisioning_on_a_newer_release_keeps_every_persons_pseudonym(
     assert m["privacy"]["never_finer_than_before"]["had_previous"]
     assert date.fromisoformat(m["application"]["expires"]) > date.today()
     assert os.path.exists(project_home.store().folder(A) / "provisions" / "2" / "report.html")
+
+
+def test_no_project_key_reaches_a_spark_plan_an_event_log_a_manifest_or_the_project_log(
+    project_home: ProjectHome, project_a: dict[str, Any]
+) -> None:
+    from kcure.projects.provisioning import key_store
+
+    keys = key_store(project_home.cfg)
+    material = []
+    for path in sorted(keys.folder.glob("*.key")):
+        key = keys.load(path.stem)
+        assert key is not None
+        material.append(key.raw().hex())
+        for sub in (key, key.derive("person"), key.derive("substitute"), key.derive("shift")):
+            material += [pad.hex() for pad in sub.pads()]
+    assert len(material) >= 4 * 9
+    events = Path(os.environ["KCURE_HOME"]) / "spark-events"  # the test session's Spark event log
+    files = [p for p in events.rglob("*") if p.is_file()]
+    assert files, "the session's event log is scanned"
+    files += [p for p in (project_home.cfg.home / "projects").rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    leaks = [str(f) for f in files for m in material if m in f.read_text(encoding="utf-8", errors="replace")]
+    assert leaks == []

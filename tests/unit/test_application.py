@@ -104,3 +104,21 @@ def test_a_file_that_is_not_yaml_names_its_line(cfg: Any) -> None:
     with pytest.raises(ApplicationError) as e:
         parse_application(b"project: kc\n  title: [\n", "bad.yaml", cfg.library, cfg.privacy.window)
     assert e.value.problems == ["bad.yaml line 2: not valid UTF-8 YAML"]
+
+
+def test_histology_stage_and_the_date_shift_are_read_and_checked(cfg: Any) -> None:
+    doc = _example()
+    doc["cohort"].update(histology=["8140-8389", 8070], stage=[2, "3"])
+    app = _parse(cfg, doc)
+    assert app.cohort.histology == (("8140", "8389"), ("8070", "8070")) and app.cohort.stage == ("2", "3")
+    assert app.date_shift is True  # the default
+    assert app.cohort.site_ranges() == [("C16", "C16")]
+    doc["cohort"].update(histology=["8389-8140", "adeno"], stage=["5"])
+    doc["date_shift"] = "yes"
+    problems = _problems(cfg, doc)
+    assert "app.yaml cohort.histology[0]: range 8389-8140 ends before it starts" in problems
+    assert any(
+        p.startswith("app.yaml cohort.histology[1]: 'adeno' is not an ICD-O-3 morphology code") for p in problems
+    )
+    assert any(p.startswith("app.yaml cohort.stage[0]: '5' is not a SEER stage") for p in problems)
+    assert "app.yaml date_shift: 'yes' is not true or false" in problems

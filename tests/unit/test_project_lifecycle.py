@@ -108,3 +108,34 @@ def test_an_edited_or_removed_log_entry_breaks_the_chain(cfg: Any, tmp_path: Pat
     log.write_text("\n".join(lines) + "\n")
     _refused("line 2: the log's chain is broken", store.state, app.project)
     _refused("chain is broken", store.review, app.project, CAROL, approve=True, note="x")
+
+
+def test_expired_projects_are_closed_with_their_keys_destroyed(tmp_path, cfg) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+    import os
+    from datetime import date
+
+    import yaml
+
+    from kcure.projects.application import parse_application
+    from kcure.projects.lifecycle import Caller, ProjectStore, Rules
+    from kcure.projects.provisioning import close_expired, key_store
+
+    home_cfg = dataclasses.replace(cfg, home=tmp_path)
+    store = ProjectStore(tmp_path / "projects", Rules(os.getuid(), 4242, "c", 1))
+    me = Caller.this_process()
+    for project, expires in (("kc20261130201", "2027-01-31"), ("kc20261130202", "2030-01-31")):
+        doc = {"project": project, "title": "t", "principal_investigator": "nobody", "analysts": ["nobody"],
+               "purpose": "p", "irb": {"number": "1", "approved": "2026-01-01"}, "pledges": {"nobody": "2026-01-01"},
+               "cohort": {"sites": ["C16"], "years": [2015, 2016]}, "tables": {"RGST": {"columns": "all"}},
+               "expires": expires}  # fmt: skip
+        data = yaml.safe_dump(doc).encode()
+        app = parse_application(data, "a.yaml", cfg.library, cfg.privacy.window, today=date(2026, 11, 30))
+        store.submit(app, data, me)
+        store.review(project, Caller("rev", 99999, frozenset({4242})), approve=True, note="ok")
+        key_store(home_cfg).load_or_create(project)
+    assert close_expired(home_cfg, store, me, today=date(2027, 2, 1)) == ["kc20261130201"]
+    assert store.state("kc20261130201").status == "closed" and store.state("kc20261130201").note == "expired"
+    assert store.state("kc20261130202").status == "approved"
+    assert key_store(home_cfg).load("kc20261130201") is None and key_store(home_cfg).load("kc20261130202")
+    assert close_expired(home_cfg, store, me, today=date(2027, 2, 1)) == []  # closed stays closed

@@ -54,7 +54,9 @@ def widen_age(band: str, width: int) -> str:
     """'62-64'-style or '60-64' bands to a wider band ('60-69' for width 10); '85+' stays."""
     if not isinstance(band, str) or band.endswith("+") or band == SUPPRESSED:
         return band
-    lo = int(band.split("-")[0])
+    lo, hi = (int(x) for x in band.split("-"))
+    if hi - lo + 1 >= width:  # already as wide: never narrowed
+        return band
     start = lo // width * width
     return f"{start:02d}-{start + width - 1:02d}"
 

@@ -181,8 +181,9 @@ class EventModel:
 
     name: str
     table: str
-    column: str
+    columns: tuple[str, ...]  # the released columns that show the event's date (the first released one is used)
     which: str  # first | any
+    where: str | None = None  # SQL over the release's columns choosing the rows that are such events
 
 
 @dataclass(frozen=True)
@@ -397,11 +398,15 @@ def _extracts(w: Where, library: Library) -> ExtractRules:
     for name in ew.data:
         mw = ew.sub(str(name))
         table = mw.get("table", str, choices=library.tables)
-        column = mw.get("date", str, choices=library.tables[table].column_names)
-        spec = next(c for c in library.tables[table].columns if c.name == column)
-        if spec.type != "date" and spec.rule != "date_text":
-            mw.fail(f"{table}.{column} is not a day-level date", "date")
-        events.append(EventModel(str(name), table, column, mw.get("which", str, choices=("first", "any"))))
+        columns = mw.get("dates", list)
+        for column in columns:
+            spec = next((c for c in library.tables[table].columns if c.name == column), None)
+            if spec is None or (spec.type != "date" and spec.rule not in ("date_text", "diagnosis_date")):
+                mw.fail(f"{column!r} is not a date column of {table}", "dates")
+        if not columns:
+            mw.fail("name at least one date column", "dates")
+        which = mw.get("which", str, choices=("first", "any"))
+        events.append(EventModel(str(name), table, tuple(columns), which, mw.get("where", str, None)))
     return ExtractRules(
         shift_weeks=w.positive("date_shift_weeks"),
         max_average_risk=share("max_average_risk"),

@@ -42,6 +42,7 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--note", required=True, help="why (kept in the project's log)")
     pv = ps.add_parser("provision", help="build the approved project's extract from its release (custodian)")
     pv.add_argument("project")
+    ps.add_parser("expire", help="close every project whose application has expired (custodian; run daily)")
     ps.add_parser("list", help="the projects you may see, with their state")
     sh = ps.add_parser("show", help="one project: its state and every transition")
     sh.add_argument("project")
@@ -88,8 +89,8 @@ def cmd_project(args: argparse.Namespace) -> int:
     cfg = load_config(args.conf)
     try:
         payload = _payload(args)
-        if args.project_command == "provision":
-            return _provision(cfg, args.project)
+        if args.project_command in ("provision", "expire"):
+            return _custodian_only(cfg, args)
         if _is_custodian(cfg.home):
             out = handle(cfg, store_for(cfg, os.getuid()), Caller.this_process(), args.project_command, payload)
         else:
@@ -101,13 +102,17 @@ def cmd_project(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provision(cfg: Any, project: str) -> int:
-    from kcure.projects.provisioning import provision, summary_line
+def _custodian_only(cfg: Any, args: argparse.Namespace) -> int:
+    from kcure.projects.provisioning import close_expired, provision, summary_line
 
     if not _is_custodian(cfg.home):
-        raise ProjectRefused("a project is provisioned by the custodian's account only")
-    manifest = provision(cfg, store_for(cfg, os.getuid()), project, Caller.this_process())
-    print(summary_line(manifest))
+        raise ProjectRefused(f"kcure project {args.project_command} runs in the custodian's account only")
+    store, caller = store_for(cfg, os.getuid()), Caller.this_process()
+    if args.project_command == "expire":
+        closed = close_expired(cfg, store, caller)
+        print(f"{len(closed)} expired project(s) closed" + (f": {', '.join(closed)}" if closed else ""))
+        return 0
+    print(summary_line(provision(cfg, store, args.project, caller)))
     return 0
 
 

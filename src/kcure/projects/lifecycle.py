@@ -104,8 +104,8 @@ def replay(project: str, events: list[dict[str, Any]], required: int) -> State:
                     s.status = "approved"
         elif action == "exception":
             s.exceptions.append({"by": e["by"], "note": e.get("note", "")})
-        elif action == "provisioned":
-            s.status = "provisioned"
+        elif action == "provisioned":  # an exception covers one provisioning: the next needs its own
+            s.status, s.exceptions = "provisioned", []
         elif action == "closed":
             s.status, s.note = "closed", str(e.get("note", ""))
     return s

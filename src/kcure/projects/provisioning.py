@@ -102,6 +102,12 @@ def check(cfg: Config, store: ProjectStore, project: str, caller: Caller) -> tup
             )
         if prev.get("date_shift") and not app.date_shift:
             raise ProjectRefused(f"project {project} had shifted dates: a re-provisioning never removes the shift")
+        weeks = cfg.privacy.extracts.shift_weeks if cfg.privacy.extracts else 0
+        if prev.get("date_shift") and prev.get("shift_weeks", weeks) != weeks:
+            raise ProjectRefused(
+                f"project {project} was shifted within ±{prev['shift_weeks']} weeks; extracts.date_shift_weeks is now "
+                f"{weeks}: another W would give each person a second shift, and comparing the two pins it"
+            )
     return state, app
 
 
@@ -144,34 +150,31 @@ def provision(
     new = paths.workspace / "extract.new"
     restricted_dir(paths.workspace)
     clear(new)
-    own = spark is None
-    if spark is None:
-        from kcure.core.spark import build_session
-
-        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}")
     t0 = time.perf_counter()
     try:
-        result = X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
+        result = _run(cfg, spark, project, app, files, key, new, prior, exception)
     except X.ExtractRefused as e:
-        clear(new)
         store.note(project, caller, "provision_refused", release=release.tag, privacy=_brief(e.privacy))
         raise ProjectRefused(str(e)) from None
-    finally:
-        if own:
-            spark.stop()
-    seconds = round(time.perf_counter() - t0, 2)
-    n = 1 + sum(1 for e in state.events if e["action"] == "provisioned")
-    manifest = _manifest(cfg, app, state, release, result, key.fingerprint(), created, exceptions, n, seconds)
-    _swap(new, paths.extract)
-    paths.given.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    X.given_to_parquet(result.given, paths.given)
-    _write_workspace(cfg, app, manifest, result.columns, paths)
-    kept = paths.provision(n)
-    restricted_dir(kept)
-    write_json_atomic(kept / "manifest.json", manifest, sort_keys=False)
-    from kcure.projects.report import render
+    try:
+        seconds = round(time.perf_counter() - t0, 2)
+        n = 1 + sum(1 for e in state.events if e["action"] == "provisioned")
+        weeks = cfg.privacy.extracts.shift_weeks if cfg.privacy.extracts else 0
+        manifest = _manifest(cfg, app, state, release, result, key.fingerprint(), created, exceptions, n, seconds)
+        committee = {**manifest, "linkability": _linkability(cfg, store, project, key, new, files)}
+        kept = paths.provision(n)
+        restricted_dir(kept)
+        write_json_atomic(kept / "manifest.json", committee, sort_keys=False)
+        from kcure.projects.report import render
 
-    render(cfg, manifest, kept / "report.html")
+        render(cfg, committee, kept / "report.html")
+        paths.given.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        X.given_to_parquet(X.merge_given(result.given, prior), paths.given)
+    except BaseException:
+        clear(new)
+        raise
+    _swap(new, paths.extract)
+    _write_workspace(cfg, app, manifest, result.columns, paths)  # the analysts' copy: no other project in it
     restrict_tree(paths.root)
     digest = hashlib.sha256((kept / "manifest.json").read_bytes()).hexdigest()
     store.provisioned(
@@ -182,14 +185,66 @@ def provision(
         key=manifest["key_fingerprint"],
         date_precision=app.date_precision,
         date_shift=app.date_shift,
+        shift_weeks=weeks if app.date_shift else 0,
         passed=result.privacy["passed"],
         exception=bool(result.privacy.get("exception")),
     )
-    return manifest
+    return {**committee, "report": str(kept / "report.html")}
+
+
+def _run(
+    cfg: Config, spark: SparkSession | None, project: str, app: Application, files: dict[str, list[str]],
+    key: Any, new: Path, prior: Any, exception: bool,
+) -> Any:  # fmt: skip
+    """The provision stage in a Spark session (the given one, or one of its own); ``new`` is removed
+    unless the stage completes."""
+    from kcure.stages.provision import extract as X
+
+    own = spark is None
+    if spark is None:
+        from kcure.core.spark import build_session
+
+        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}")
+    try:
+        return X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
+    except BaseException:
+        clear(new)  # a refusal or a crash leaves the earlier extract as it was, and nothing half-written
+        raise
+    finally:
+        if own:
+            spark.stop()
+
+
+def _linkability(
+    cfg: Config, store: ProjectStore, project: str, key: Any, extract: Path, files: dict[str, list[str]]
+) -> list[Any]:
+    """How linkable this extract is, through its content, with every other live project's extract
+    (for the committee's copy of the manifest only: the analysts never see other projects)."""
+    import pyarrow.parquet as pq
+
+    from kcure.projects import linkability
+    from kcure.projects.keys import ProjectKeyError
+
+    people = {s for f in files.get("RGST", []) for s in pq.read_table(f, columns=["SN_KEY"]).column(0).to_pylist()}
+    keys = key_store(cfg)
+    out = []
+    for other in store.ids():
+        try:
+            other_key = keys.load(other) if other != project else None
+        except ProjectKeyError:
+            other_key = None  # an unsafe key store is the other project's problem, not this one's
+        there = Paths(store.folder(other)).extract
+        if other_key is None or not there.is_dir():
+            continue
+        counts = linkability.measure(extract, key, there, other_key, people)
+        if counts is not None:
+            out.append({"project": other, **counts})
+    return out
 
 
 def _swap(new: Path, current: Path) -> None:
-    """Replace the extract in two renames: readers see the old one or the new one, never a mix."""
+    """Replace the extract in two renames: a reader finds the old one, the new one, or (for an instant)
+    none, never a mix of the two."""
     old = current.with_name("extract.old")
     clear(old)
     if current.exists():
@@ -282,6 +337,21 @@ def close(cfg: Config, store: ProjectStore, project: str, caller: Caller, reason
     return store.note(project, caller, "destroyed", extract_removed=removed, key_destroyed=destroyed)
 
 
+def close_expired(cfg: Config, store: ProjectStore, caller: Caller, today: date | None = None) -> list[str]:
+    """Close every open project whose application has expired (the housekeeping DAG runs this daily)."""
+    today = today or date.today()
+    closed = []
+    for project in store.ids():
+        state = store.state(project)
+        if state.status in ("none", "closed"):
+            continue
+        app = _application_unchecked_expiry(cfg, store.application_file(project, state.version))
+        if app.expires <= today:
+            close(cfg, store, project, caller, "expired")
+            closed.append(project)
+    return closed
+
+
 def summary_line(manifest: dict[str, Any]) -> str:
     p = manifest["privacy"]
     verdict = "passed" if p["passed"] else "FAILED, provisioned under the committee's exception"
@@ -305,6 +375,9 @@ def summary_line(manifest: dict[str, Any]) -> str:
             f"    {name}: {s['people']} people, average risk {s['average_risk']:.3f}, "
             f"{s['share_unique'] * 100:.1f}% unique, highest {s['highest_risk']:.3f}"
         )
+    if p.get("one_event_not_released"):
+        lines.append(f"    not applicable (no such dates in the extract): {', '.join(p['one_event_not_released'])}")
     recoded = sum(int(c["people"]) for c in p["costs"])
     lines.append(f"  recoding for this cohort: {recoded} values changed, {p['people_dropped']} people dropped")
+    lines.append(f"  committee report: {manifest.get('report', '')}")
     return "\n".join(lines)

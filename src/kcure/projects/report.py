@@ -152,9 +152,9 @@ def render(cfg: Config, manifest: dict[str, Any], out: Path) -> Path:
         ),
         bar_chart(
             "risk",
-            "average re-identification risk by model",
-            [(n, s["average_risk"]) for n, s in models],
-            y_label="average risk",
+            "average re-identification risk by model (%)",
+            [(n, round(100 * s["average_risk"], 1)) for n, s in models],
+            y_label="average risk (%)",
         ),
         "<h2>Classes of the person-level quasi-identifiers</h2>",
         bar_chart("classes", "equivalence classes by size (people)", list(dist.items()), y_label="classes"),
@@ -163,7 +163,9 @@ def render(cfg: Config, manifest: dict[str, Any], out: Path) -> Path:
             ["step", "quasi-identifier", "action", "people"],
             [[c["step"], c["column"], c["action"], c["people"]] for c in p["costs"]],
             {3},
-        ),
+        )
+        if p["costs"]
+        else "<p>None: every class of this cohort already had at least k people.</p>",
         f"<p>{p['people_dropped']} people dropped; {p['never_finer_than_before']['values_coarsened']} values "
         "coarsened to what the project was given before.</p>",
         "<h2>Tables</h2>",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,15 @@ def given_to_parquet(given: pd.DataFrame, path: Path) -> None:
     frame = given.astype("object").where(given.notna(), None)
     frame = frame.apply(lambda col: col.map(lambda v: None if v is None else str(v)))
     frame.reset_index().to_parquet(path, index=False)
+
+
+def merge_given(given: pd.DataFrame, prior: pd.DataFrame | None) -> pd.DataFrame:
+    """This extract's people, and everyone an earlier extract gave values to (dropped or not sampled now):
+    a later provisioning that includes them again starts from what they had."""
+    if prior is None or prior.empty:
+        return given
+    rest = prior.loc[~prior.index.isin(given.index)]
+    return pd.concat([given.astype("object"), rest.reindex(columns=given.columns).astype("object")])
 
 
 def given_from_parquet(path: Path) -> pd.DataFrame | None:
@@ -117,18 +127,18 @@ def _band_condition(app: Application, band: Column) -> Column:
     return F.coalesce(cond, F.lit(False))
 
 
-def cohort_people(rgst: DataFrame, app: Application) -> DataFrame:
-    """The library's person keys of everyone with a registered cancer that matches the cohort."""
+def cohort_people(rgst: DataFrame, app: Application, window: Window) -> DataFrame:
+    """The library's person keys of everyone with a registered cancer that matches the cohort (its
+    diagnosis year as the extract shows it: see :class:`Window`)."""
     from pyspark.sql import functions as F
 
     c = app.cohort
-    cond = F.col("DBYEAR").between(*c.years) & F.col("SEX").isin(*c.sex)
+    rgst = window.select("RGST", rgst, c.years, {})
+    cond = F.col("SEX").isin(*c.sex)
     cond = cond & _site_condition(app, F.col("TCODE")) & _band_condition(app, F.col("AGE"))
     if c.histology:
         morph = F.substring("MCODE", 1, 4)
-        cond = cond & F.coalesce(
-            F.lit(False) if not c.histology else _any(morph.between(lo, hi) for lo, hi in c.histology), F.lit(False)
-        )
+        cond = cond & F.coalesce(_any(morph.between(lo, hi) for lo, hi in c.histology), F.lit(False))
     if c.stage:
         cond = cond & F.col("SEER_GRP").isin(*c.stage)
     return rgst.where(F.coalesce(cond, F.lit(False))).select("SN_KEY").distinct()
@@ -257,8 +267,8 @@ def released_interval(kind: str, value: Column, precision: str) -> tuple[Column,
     """The first and last day a released date value can mean."""
     from pyspark.sql import functions as F
 
-    if precision == "day":
-        d = value if kind == "date" else F.try_to_date(value, kind[5:] if kind.startswith("text:") else "yyyyMM")
+    if precision == "day" and kind != "diagnosis":
+        d = value if kind == "date" else F.try_to_date(value, kind[5:])
         return d, d
     first = F.try_to_date(F.concat(value, F.lit("01")), "yyyyMMdd")
     return first, F.last_day(first)
@@ -291,17 +301,76 @@ def _needed(cfg: Config, app: Application) -> list[str]:
     return [n for n in cfg.library.tables if n in names]
 
 
-def _in_years(cfg: Config, name: str, df: DataFrame, years: tuple[int, int], frames: dict[str, DataFrame]) -> DataFrame:
-    """The rows whose (true) year is inside ``years``: the library's own year of each table."""
-    from pyspark.sql import functions as F
+def _anchor(cfg: Config, name: str) -> tuple[str, str] | None:
+    """The dated column a table's year comes from (RGST: the diagnosis month), and its kind."""
+    import re
 
     spec = cfg.library.table(name)
-    if spec.year_via:
-        via = cfg.library.table(spec.year_via)
-        key = next(c.name for c in via.columns if c.rule == "substitute")
-        keys = frames[spec.year_via].where(F.expr(str(via.year)).between(*years)).select(key).distinct()
-        return df.join(keys, key, "left_semi")
-    return df.where(F.expr(str(spec.year)).between(*years))
+    if spec.year_via or not spec.year:
+        return None
+    dates = _date_columns(cfg, name)
+    for col, kind in dates.items():
+        if kind.startswith("dx_year:") and re.search(rf"\b{col}\b", spec.year):
+            return kind[8:], "diagnosis"
+    for col, kind in dates.items():
+        if not kind.startswith("dx_year:") and re.search(rf"\b{col}\b", spec.year):
+            return col, kind
+    return None
+
+
+class Window:
+    """Which rows fall inside the years an application asks for.
+
+    Without a shift, a row's year is the library's (``year:`` in ``conf/library.yaml``). With one, a
+    dated row is inside when its *shifted* date is: choosing by the true date would cut every person's
+    events at the true edges of the window, and their first and last released dates would then bound
+    their shift. Where the window meets the edge of what the release holds (its first or last date of
+    that kind), it is pulled in by W, because no shifted date can come from beyond that edge either.
+    Year-only tables (BFC, G1E) keep their years: a shift of at most 26 weeks from mid-year keeps it.
+    """
+
+    def __init__(self, cfg: Config, raw: dict[str, DataFrame], keys: DataFrame, weeks: int, on: bool) -> None:
+        self.cfg, self.raw, self.keys, self.weeks, self.on = cfg, raw, keys, weeks, on
+        self._coverage: dict[str, tuple[Any, Any]] = {}
+
+    def coverage(self, name: str, col: str, kind: str) -> tuple[Any, Any]:
+        from pyspark.sql import functions as F
+
+        if name not in self._coverage:
+            d = true_date(kind, F.col(col))
+            row = self.raw[name].agg(F.min(d).alias("lo"), F.max(d).alias("hi")).collect()[0]
+            self._coverage[name] = (row["lo"], row["hi"])
+        return self._coverage[name]
+
+    def bounds(self, name: str, years: tuple[int, int]) -> tuple[date, date] | None:
+        """The first and last shifted day a dated table's rows may have (None: no dated rows)."""
+        anchor = _anchor(self.cfg, name)
+        assert anchor is not None
+        lo_cov, hi_cov = self.coverage(name, *anchor)
+        if lo_cov is None:
+            return None
+        w = timedelta(days=7 * self.weeks)
+        return max(date(years[0], 1, 1), lo_cov + w), min(date(years[1], 12, 31), hi_cov - w)
+
+    def select(self, name: str, df: DataFrame, years: tuple[int, int], frames: dict[str, DataFrame]) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        spec = self.cfg.library.table(name)
+        if spec.year_via:
+            via = self.cfg.library.table(spec.year_via)
+            key = next(c.name for c in via.columns if c.rule == "substitute")
+            chosen = self.select(spec.year_via, frames[spec.year_via], years, frames).select(key).distinct()
+            return df.join(chosen, key, "left_semi")
+        anchor = _anchor(self.cfg, name)
+        if not self.on or anchor is None:
+            return df.where(F.expr(str(spec.year)).between(*years))
+        bounds = self.bounds(name, years)
+        if bounds is None:
+            return df.where(F.lit(False))
+        moved = F.date_add(
+            true_date(anchor[1], F.col(anchor[0])), shift_days("d", project_person(F.col("SN_KEY")), self.weeks)
+        )
+        return drop_keys(with_keys(df, self.keys).where(moved.between(F.lit(bounds[0]), F.lit(bounds[1]))), self.keys)
 
 
 def run(
@@ -319,27 +388,31 @@ def run(
 
     ``prior``: what each person was given by the project's earlier extract (:func:`given_from_parquet`).
     """
+    from pyspark.sql import functions as F
 
     rules = cfg.privacy
     ext = rules.extracts
     if ext is None:
         raise ValueError("privacy.yaml has no extracts: section: no gate to provision against")
     raw = {n: _read(spark, cfg, n, files.get(n, [])) for n in _needed(cfg, app)}
-    people_df = cohort_people(raw["RGST"], app)
-    people, matched = _people(cfg, app, raw, people_df)
     keys = key_relation(spark, {"p": key.derive("person"), "s": key.derive("substitute"), "d": key.derive("shift")})
-    people = people.assign(_pid=_project_ids(spark, keys, list(people.index)).reindex(people.index).to_numpy())
+    window = Window(cfg, raw, keys, ext.shift_weeks, app.date_shift)
+    people_df = cohort_people(raw["RGST"], app, window)
+    cancers = window.select("RGST", raw["RGST"], app.cohort.years, {})  # the cohort's registered cancers
+    people, matched = _people(cfg, app, cancers, raw["BFC"], people_df)
+    ids = _person_ids(spark, keys, cancers, list(people.index), ext.shift_weeks, app.date_shift)
+    people = people.assign(_pid=ids["_pid"].reindex(people.index).to_numpy())
     qis = list(rules.quasi_identifiers)
     work = people[qis].astype("object").copy()
     work.index = people["_pid"]
     work, coarsened = never_finer(work, prior)
     work.index = people.index
 
-    window = ext.shift_days if app.date_shift else 0
-    events = _events(spark, cfg, app, raw, people_df, keys, ext, app.date_shift)
+    events = _events(spark, cfg, app, raw, people_df, keys, ext, window)
     thresholds = R.Thresholds(rules.k, ext.max_average_risk, ext.max_unique_share)
-    result, privacy = _gate(work, qis, events, window, thresholds, rules)
+    result, privacy = _gate(work, qis, events, ext.shift_days if app.date_shift else 0, thresholds, rules)
     privacy["cohort"] = {"matched": matched, "sampled": len(people), "kept": len(result.table)}
+    privacy["one_event_not_released"] = [m.name for m in ext.events if m.name not in privacy["one_event"]]
     privacy["never_finer_than_before"] = {"values_coarsened": coarsened, "had_previous": prior is not None}
     privacy["date_shift"] = {"weeks": ext.shift_weeks if app.date_shift else 0, "precision": app.date_precision}
     if not privacy["passed"] and not exception:
@@ -349,18 +422,29 @@ def run(
     restricted_dir(out)
     kept_people = spark.createDataFrame([(p,) for p in result.table.index], "SN_KEY string")
     frames = _cohort_frames(cfg, raw, kept_people)
-    frames.update(apply_reveals(cfg, frames, persons(spark, people.loc[result.table.index], result, rules)))
-    summary, columns = _write(spark, cfg, app, frames, keys, out, ext.shift_weeks)
+    decided = people.loc[result.table.index].copy()
+    if app.date_shift:  # ages move with the diagnosis year the extract shows, so they cannot tell the true one
+        decided["_dbyear"] = ids["_dbyear"].reindex(decided.index).astype("object")
+        moved = shift_days("d", project_person(F.col("SN_KEY")), ext.shift_weeks)
+        frames["RGST"] = drop_keys(
+            with_keys(frames["RGST"], keys).withColumn("DBYEAR", released("dx_year:FDX", F.col("FDX"), moved, "day")),
+            keys,
+        )
+    frames.update(apply_reveals(cfg, frames, persons(spark, decided, result, rules)))
+    summary, columns = _write(spark, cfg, app, frames, keys, out, window)
     given = result.table.copy()
     given.index = pd.Index(people.loc[given.index, "_pid"].to_numpy(), name="_pid")
     restrict_tree(out)
     return Extract(summary, columns, privacy, given)
 
 
-def _people(cfg: Config, app: Application, raw: dict[str, DataFrame], people_df: DataFrame) -> tuple[pd.DataFrame, int]:
-    """The cohort's people (index: library SN_KEY) with their quasi-identifiers, sampled if asked."""
+def _people(
+    cfg: Config, app: Application, cancers: DataFrame, bfc: DataFrame, people_df: DataFrame
+) -> tuple[pd.DataFrame, int]:
+    """The cohort's people (index: library SN_KEY) with the quasi-identifiers of their first registered
+    cancer inside the cohort's years, sampled if asked."""
     qis = cfg.privacy.quasi_identifiers
-    pdf: Any = person_qis(raw["RGST"].join(people_df, "SN_KEY", "left_semi"), raw["BFC"], "SIDO" in qis).toPandas()
+    pdf: Any = person_qis(cancers.join(people_df, "SN_KEY", "left_semi"), bfc, "SIDO" in qis).toPandas()
     people = pdf.set_index("SN_KEY")
     people["_dbyear"] = people["DBYEAR"].astype("object").where(people["DBYEAR"].notna(), None)
     matched = len(people)
@@ -383,7 +467,7 @@ def _write(
     frames: dict[str, DataFrame],
     keys: DataFrame,
     out: Path,
-    weeks: int,
+    window: Window,
 ) -> tuple[dict[str, dict[str, int]], dict[str, list[tuple[str, str]]]]:
     """Each requested table into ``out``: its rows per person and year, its columns as the project gets them."""
     from pyspark.sql import functions as F
@@ -392,8 +476,8 @@ def _write(
     summary: dict[str, dict[str, int]] = {}
     columns: dict[str, list[tuple[str, str]]] = {}
     for name, req in app.tables.items():
-        df = tables.persons_of(cfg, name, _in_years(cfg, name, frames[name], req.years, frames))
-        written = _project_columns(cfg, name, req.columns, with_keys(df, keys), app, app.date_shift, weeks)
+        df = tables.persons_of(cfg, name, window.select(name, frames[name], req.years, frames))
+        written = _project_columns(cfg, name, req.columns, with_keys(df, keys), app, app.date_shift, window.weeks)
         spark.sparkContext.setJobDescription(f"provision {app.project}: {name}")
         written.write.mode("overwrite").parquet(str(out / name))
         back = spark.read.parquet(str(out / name))
@@ -405,11 +489,27 @@ def _write(
     return summary, columns
 
 
-def _project_ids(spark: SparkSession, keys: DataFrame, people: list[str]) -> pd.Series:
-    """Library SN_KEY -> project SN_KEY (HMAC under the project's person key)."""
-    df = spark.createDataFrame([(p,) for p in people], "SN_KEY string")
-    mapped: Any = drop_keys(with_keys(df, keys).withColumn("_pid", project_person(df["SN_KEY"])), keys)
-    return mapped.toPandas().set_index("SN_KEY")["_pid"]
+def _person_ids(
+    spark: SparkSession, keys: DataFrame, rgst: DataFrame, people: list[str], weeks: int, shift: bool
+) -> pd.DataFrame:
+    """Per library SN_KEY: the project's SN_KEY (HMAC under the project's person key) and the year of the
+    first diagnosis as the extract shows it (shifted, if dates are)."""
+    from pyspark.sql import Window as W
+    from pyspark.sql import functions as F
+
+    order = W.partitionBy("SN_KEY").orderBy(F.col("FDX").asc_nulls_last(), F.col("TCODE").asc_nulls_last())
+    first = rgst.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").select("SN_KEY", "FDX")
+    df = spark.createDataFrame([(p,) for p in people], "SN_KEY string").join(first, "SN_KEY", "left")
+    moved = shift_days("d", project_person(F.col("SN_KEY")), weeks) if shift else None
+    mapped: Any = drop_keys(
+        with_keys(df, keys).select(
+            "SN_KEY",
+            project_person(F.col("SN_KEY")).alias("_pid"),
+            released("dx_year:FDX", F.col("FDX"), moved, "day").alias("_dbyear"),
+        ),
+        keys,
+    )
+    return mapped.toPandas().set_index("SN_KEY")
 
 
 def project_person(sn_key: Column) -> Column:
@@ -460,31 +560,37 @@ def _project_columns(
 
 def _events(
     spark: SparkSession, cfg: Config, app: Application, raw: dict[str, DataFrame], people: DataFrame,
-    keys: DataFrame, ext: Any, shift: bool,
+    keys: DataFrame, ext: Any, window: Window,
 ) -> pd.DataFrame:  # fmt: skip
-    """One row per released event of each modelled kind: person, model, true day, released interval."""
+    """One row per released event of each modelled kind: person, model, true day, released interval,
+    and whether released days keep their weekday (day precision, shifted)."""
     from pyspark.sql import functions as F
 
     parts = []
+    moved = shift_days("d", project_person(F.col("SN_KEY")), ext.shift_weeks) if app.date_shift else None
     for m in ext.events:
         req = app.tables.get(m.table)
-        if req is None or m.column not in req.columns:
+        shown = [c for c in m.columns if req is not None and c in req.columns]
+        if req is None or not shown:
             continue
-        kind = _date_columns(cfg, m.table)[m.column]
-        df = _in_years(cfg, m.table, raw[m.table].join(people, "SN_KEY", "left_semi"), req.years, raw)
-        moved = shift_days("d", project_person(F.col("SN_KEY")), ext.shift_weeks) if shift else None
-        value = released(kind, F.col(m.column), moved, app.date_precision)
-        lo, hi = released_interval(kind, value, app.date_precision)
+        kinds = _date_columns(cfg, m.table)
+        df = window.select(m.table, raw[m.table].join(people, "SN_KEY", "left_semi"), req.years, raw)
+        if m.where:
+            df = df.where(F.expr(m.where))
+        # the first shown column that has a date on the row (an admission: FST_IPAT_DD, else RECU_FR_DD)
+        true = F.coalesce(*[true_date(kinds[c], F.col(c)) for c in shown])
+        value = F.coalesce(*[released(kinds[c], F.col(c), moved, app.date_precision) for c in shown])
+        lo, hi = released_interval(kinds[shown[0]], value, app.date_precision)
+        weekly = app.date_shift and app.date_precision == "day" and kinds[shown[0]] != "diagnosis"
         ev = with_keys(df, keys).select(
-            F.col("SN_KEY").alias("person"), true_date(kind, F.col(m.column)).alias("true_date"),
-            lo.alias("lo"), hi.alias("hi"),
+            F.col("SN_KEY").alias("person"), true.alias("true_date"), lo.alias("lo"), hi.alias("hi"),
         ).where("true_date IS NOT NULL")  # fmt: skip
         if m.which == "first":
             first = ev.groupBy("person").agg(F.min("true_date").alias("true_date"))
             ev = ev.join(first, ["person", "true_date"]).dropDuplicates(["person"])
-        parts.append(ev.withColumn("model", F.lit(m.name)))
+        parts.append(ev.withColumn("model", F.lit(m.name)).withColumn("weekly", F.lit(weekly)))
     if not parts:
-        return pd.DataFrame({"person": [], "model": [], "true_date": [], "lo": [], "hi": []})
+        return pd.DataFrame({"person": [], "model": [], "true_date": [], "lo": [], "hi": [], "weekly": []})
     union = parts[0]
     for p in parts[1:]:
         union = union.unionByName(p)

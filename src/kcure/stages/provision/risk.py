@@ -6,9 +6,10 @@
   also knows the *true* date of one event of the target (its first admission, its death, ...). The
   candidates are the people of the target's class with an event of that kind whose *released* date
   (shifted, at the extract's precision: a day, or a month as the interval of its days) lies within
-  ±W days of that true date, W being the largest shift. Measuring on the true date is what makes a
-  shift count only for what it hides; uniqueness of the shifted dates among themselves would hide
-  the risk. For ``any`` models, a target's risk is its highest over its events.
+  ±W days of that true date, W being the largest shift; at day precision, only on the same weekday
+  and not on the true date itself, because shifts are whole weeks and never 0. Measuring on the true
+  date makes a shift count only for what it hides; uniqueness of the shifted dates among themselves
+  would hide the risk. For ``any`` models, a target's risk is its highest over its events.
 
 For each model: the people it applies to, the smallest candidate set, the share of people whose
 risk is above 1/k, the share unique, and the average and highest risk (ARX reports prosecutor risk
@@ -62,7 +63,9 @@ def one_event(
     """Per model: the summary and each person's risk.
 
     ``events``: columns ``person``, ``model``, ``true_date`` (the event's true day), ``lo`` and ``hi``
-    (the first and last day the released value can mean: equal at day precision).
+    (the first and last day the released value can mean: equal at day precision) and ``weekly`` (the
+    released day was shifted by a non-zero whole number of weeks, which the attacker knows too, so only
+    a day a multiple of 7 days away from the true date, and not the true date itself, can be the target's).
     """
     import duckdb
 
@@ -79,6 +82,7 @@ def one_event(
                 FROM e AS t JOIN e AS c
                   ON t.model = c.model AND t.cls = c.cls
                  AND c.lo <= t.true_date + CAST(? AS INTEGER) AND c.hi >= t.true_date - CAST(? AS INTEGER)
+                 AND (NOT c.weekly OR (date_diff('day', t.true_date, c.lo) % 7 = 0 AND c.lo <> t.true_date))
                 GROUP BY ALL
             )
             SELECT model, person, min(n) AS n FROM per_event GROUP BY ALL
