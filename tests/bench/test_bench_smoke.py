@@ -50,7 +50,9 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert pv["x_floor"] == round(pv["seconds"] / pv["floor"]["seconds"], 2)
     assert pv["cohort"]["kept"] > 0 and "| provision |" in proc.stdout
     # Spark's own stage timings come from the jobs' event logs
-    apps = {f"kcure-{s}-bench" for s in ("pseudonymize", "link", "protect", "check")}
+    apps = {f"kcure-{s}-bench" for s in ("pseudonymize", "link", "protect", "check")} | {
+        "kcure-provision-kc20261130900"
+    }
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
     assert any(s["work"].startswith("link: ") for s in r["spark_stages"])  # the jobs name their work
