@@ -211,12 +211,15 @@ class ProjectStore:
                          people=list(app.people), amends=s.version or None)  # fmt: skip
             return self._replay(app.project, s.events)
 
-    def review(self, project: str, caller: Caller, *, approve: bool, note: str) -> State:
+    def _committee_only(self, caller: Caller, note: str, missing: str) -> None:
         r = self.rules
         if r.committee_gid is None or r.committee_gid not in caller.groups:
             raise ProjectRefused(f"{caller.user} is not in the review committee's group {r.committee_group}")
         if not note.strip():
-            raise ProjectRefused("a review needs a note saying why")
+            raise ProjectRefused(missing)
+
+    def review(self, project: str, caller: Caller, *, approve: bool, note: str) -> State:
+        self._committee_only(caller, note, "a review needs a note saying why")
         with self._locked(project) as s:
             if s.status != "submitted":
                 raise ProjectRefused(f"project {project} is {s.status}: only a submitted application is reviewed")
@@ -229,11 +232,7 @@ class ProjectStore:
 
     def exception(self, project: str, caller: Caller, note: str) -> State:
         """A committee member accepts the current version's extract although its privacy gate fails."""
-        r = self.rules
-        if r.committee_gid is None or r.committee_gid not in caller.groups:
-            raise ProjectRefused(f"{caller.user} is not in the review committee's group {r.committee_group}")
-        if not note.strip():
-            raise ProjectRefused("an exception needs its reason")
+        self._committee_only(caller, note, "an exception needs its reason")
         with self._locked(project) as s:
             if s.status not in ("approved", "provisioned"):
                 raise ProjectRefused(f"project {project} is {s.status}: an exception is recorded for an approved one")
