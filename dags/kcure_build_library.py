@@ -50,22 +50,16 @@ build id), `truth` (a synthetic population's `_truth/` folder: adds linkage prec
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, chain, dag, task
 
-from kcure.alerts import on_failure
+from kcure.alerts import default_args, fail_now
 from kcure.assets import LIBRARY_RELEASE, STAGING_UPDATED
 from kcure.pipeline import BUILD_ID, STAGES
 
 ID_PATTERN = f"^({BUILD_ID.pattern})?$"  # empty (the default), or a valid build id / release tag
-
-
-def _fail(exc: BaseException) -> Exception:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    return AirflowFailException(str(exc))
 
 
 @dag(
@@ -77,12 +71,7 @@ def _fail(exc: BaseException) -> Exception:
     max_active_runs=1,
     tags=["kcure", "build", "staging->release"],
     doc_md=__doc__,
-    default_args={
-        "owner": "kcure-data-engineering",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": on_failure,
-    },
+    default_args=default_args(retries=1, retry_minutes=5),
     params={
         "build": Param("", type="string", pattern=ID_PATTERN, description="build id; empty: run time"),
         "release": Param("", type="string", pattern=ID_PATTERN, description="release tag; empty: build"),
@@ -102,7 +91,7 @@ def kcure_build_library() -> None:
         try:
             planned = pipeline.plan(load_config(), build, p.get("release") or build, truth=p.get("truth") or None)
         except (pipeline.StageFailed, ValueError) as exc:
-            raise _fail(exc) from None
+            raise fail_now(exc) from None
         return planned.to_dict()
 
     def stage_task(stage: Any) -> Any:
@@ -118,7 +107,7 @@ def kcure_build_library() -> None:
             try:
                 s = pipeline.run_stage(load_config(), pipeline.Plan.from_dict(plan), name)
             except (secrets.SecretError, pipeline.StageFailed) as exc:  # retrying cannot help
-                raise _fail(exc) from None
+                raise fail_now(exc) from None
             return {k: v for k, v in s.items() if k not in ("report", "checks", "failures", "privacy", "inputs")}
 
         return run

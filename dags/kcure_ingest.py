@@ -38,12 +38,12 @@ password = secret key, extra `endpoint_url`, `region_name`) or from the standard
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from kcure.alerts import on_failure
+from kcure.alerts import default_args
 from kcure.assets import FEED_ASSETS, STAGED_FEEDS, STAGING_UPDATED
 from kcure.core.deliveries import FEEDS
 
@@ -57,12 +57,7 @@ from kcure.core.deliveries import FEEDS
     max_active_runs=1,
     tags=["kcure", "ingest", "landing->staging"],
     doc_md=__doc__,
-    default_args={
-        "owner": "kcure-data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": on_failure,
-    },
+    default_args=default_args(retries=2, retry_minutes=2),
     params={
         "feeds": Param([], type="array", items={"type": "string", "enum": list(FEEDS)}, description="only these feeds"),
         "years": Param([], type="array", items={"type": "integer"}, description="only these years"),

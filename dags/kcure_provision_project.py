@@ -6,7 +6,7 @@ the same code as `kcure project provision ID`, in the custodian's account, and w
 extract into its workspace (`$KCURE_HOME/projects/<id>/workspace/`), never anywhere else.
 
 Tasks, and what to do when one fails:
-* `check`: the project's current application version is approved (or already provisioned: this is a
+* `check_application`: the project's current application version is approved (or already provisioned: this is a
   re-provisioning), not expired, asks for nothing finer than its earlier extract had, and its release
   (`latest` or a tag) exists. *Fails* without retrying: the message names the rule; submit an amendment,
   have it reviewed, or publish the release first.
@@ -24,19 +24,13 @@ Tasks, and what to do when one fails:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from kcure.alerts import on_failure
+from kcure.alerts import default_args, fail_now
 from kcure.projects.application import PROJECT_ID
-
-
-def _fail(exc: BaseException) -> Exception:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    return AirflowFailException(str(exc))
 
 
 @dag(
@@ -48,12 +42,7 @@ def _fail(exc: BaseException) -> Exception:
     max_active_runs=1,
     tags=["kcure", "projects", "release->project extract"],
     doc_md=__doc__,
-    default_args={
-        "owner": "kcure-data-engineering",
-        "retries": 1,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": on_failure,
-    },
+    default_args=default_args(retries=1, retry_minutes=5),
     params={"project": Param("", type="string", pattern=f"^{PROJECT_ID.pattern}$", description="project id")},
 )
 def kcure_provision_project() -> None:
@@ -68,7 +57,7 @@ def kcure_provision_project() -> None:
         return cfg, store_for(cfg, os.getuid()), Caller.this_process()
 
     @task(doc_md="The application is approved, not expired, no finer than before; its release exists.")
-    def check(params: dict[str, Any] | None = None) -> str:
+    def check_application(params: dict[str, Any] | None = None) -> str:
         from kcure.core.catalog import ReleaseError, open_catalog, resolve
         from kcure.projects import provisioning
         from kcure.projects.lifecycle import ProjectRefused
@@ -79,7 +68,7 @@ def kcure_provision_project() -> None:
             _, app = provisioning.check(cfg, store, project, caller)
             resolve(open_catalog(cfg), app.release)
         except (ProjectRefused, ReleaseError) as exc:
-            raise _fail(exc) from None
+            raise fail_now(exc) from None
         return project
 
     @task(doc_md="Build the extract and gate it; a refusal writes nothing and is not retried.")
@@ -92,12 +81,12 @@ def kcure_provision_project() -> None:
         try:
             manifest = provisioning.provision(cfg, store, project, caller)
         except (ProjectRefused, ProjectKeyError) as exc:
-            raise _fail(exc) from None
+            raise fail_now(exc) from None
         print(provisioning.summary_line(manifest))
         return {"project": project, "provision": manifest["provision"], "release": manifest["release"]["tag"],
                 "passed": manifest["privacy"]["passed"]}  # fmt: skip
 
-    provision(check())  # type: ignore[arg-type]
+    provision(check_application())  # type: ignore[arg-type]
 
 
 kcure_provision_project()

@@ -111,3 +111,13 @@ def test_every_task_alerts_operators_on_failure(dagbag) -> None:  # type: ignore
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert on_failure in callbacks, f"{dag.dag_id}.{task.task_id}"
+
+
+def test_every_task_tells_the_operator_what_to_do_when_it_fails(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from kcure.alerts import what_to_do
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            assert what_to_do(task.task_id) != "See the task log.", f"{dag_id}.{task.task_id}"
+    # a provisioning task is never told what a build stage should do
+    assert "application" in what_to_do("check_application") and "privacy gate" in what_to_do("provision")

@@ -29,7 +29,30 @@ WHAT_TO_DO = {
     "staging_updated": "The ingest log could not be read: check $KCURE_HOME/reports/ingest/ingest_log.jsonl.",
     "ingest_feed_year": "See the task log: checksum/row-count mismatches need a re-delivery, failed "
     "expectations are explained in the feed-year's Data Docs.",
+    "check_application": "The message names the rule: the project is not approved, has expired, asks for finer "
+    "dates than it had, or its release does not exist. Amend and review the application, or publish the release.",
+    "provision": "A refused privacy gate names the failing model and what the application could change; nothing "
+    "was written and the earlier extract stands. Otherwise see the Spark log and trigger again.",
 }
+
+
+def default_args(retries: int, retry_minutes: int) -> dict[str, Any]:
+    """Every DAG's task defaults: the owner, its retries, and the operator alert on failure."""
+    from datetime import timedelta
+
+    return {
+        "owner": "kcure-data-engineering",
+        "retries": retries,
+        "retry_delay": timedelta(minutes=retry_minutes),
+        "on_failure_callback": on_failure,
+    }
+
+
+def fail_now(exc: BaseException) -> Exception:
+    """A task failure that retrying cannot help: failed at once, with the message that says why."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
 
 
 def what_to_do(task_id: str) -> str:
