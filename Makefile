@@ -19,7 +19,7 @@ DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 DEMO_PROJECT ?= kc20261130002
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java browser demo airflow bench bench-scaling test test-fast lint fmt clean
+.PHONY: help install check-java browser demo airflow workspace bench bench-scaling test test-fast lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,7 @@ demo: install  ## synthetic population -> Airflow: kcure_ingest, kcure_build_lib
 	  KCURE_ENV=demo $(BIN)/kcure project review $(DEMO_PROJECT) --approve --note "demo review"; }
 	KCURE_ENV=demo $(BIN)/kcure project provision $(DEMO_PROJECT) 2> $(KCURE_HOME)/demo-provision.log \
 	  || { tail -20 $(KCURE_HOME)/demo-provision.log; exit 1; }
+	KCURE_ENV=demo $(BIN)/kcure audit verify --project $(DEMO_PROJECT)
 
 airflow: install  ## airflow standalone with the project's DAGs on http://127.0.0.1:$(AIRFLOW_PORT) (user admin)
 	@scripts/demo_secrets.sh .demo-secrets.env
@@ -74,6 +75,9 @@ airflow: install  ## airflow standalone with the project's DAGs on http://127.0.
 	set -a && . ./.demo-secrets.env && set +a && \
 	  AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
 	  $(AIRFLOW) standalone
+
+workspace: install  ## the workspace service analysts and reviewers act through (run as the custodian; Ctrl-C stops it)
+	umask 077 && mkdir -p $(KCURE_HOME) && $(BIN)/kcure workspace serve
 
 SCALE ?= 0.01
 SCALES ?= 0.005 0.01 0.02

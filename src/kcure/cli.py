@@ -313,6 +313,12 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     from kcure.access import query as access
 
+    if args.project is not None:
+        if args.release is not None:
+            raise CliError("query: --project or --release, not both (a project sees only its extract)")
+        from kcure.projects.commands import project_query
+
+        return project_query(args)
     cfg = load_config(args.conf)
     if args.release is not None:
         _check_tag(args.release)
@@ -416,13 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser(
         "query",
-        help="run one SELECT in the query sandbox over a release's tables (RGST, T200, ...)",
-        description="One read-only SELECT (or WITH ... SELECT) over exactly the data files of one release: "
-        "no other file, no network, no extension, no writes, no settings. Limits: conf/pipeline.yaml query.",
+        help="run one SELECT in the query sandbox over a release's tables, or over a project's extract",
+        description="One read-only SELECT (or WITH ... SELECT) over exactly the data files of one release "
+        "(--release: the custodian's operators) or of one research project's extract (--project: its analysts, "
+        "through the workspace service, audited): no other file, no network, no extension, no writes, no "
+        "settings. Limits: conf/pipeline.yaml query.",
     )
     q.add_argument("sql")
     q.add_argument("--release", help="release tag (default: latest)")
-    q.add_argument("--out", help="write the result to a .csv or .parquet file instead of printing it")
+    q.add_argument("--project", help="a research project's id: query its extract (tables RGST, T200, ...)")
+    q.add_argument(
+        "--out",
+        help="write the result to a .csv or .parquet file instead of printing it (with --project: a plain "
+        "name in your area of the project's workspace, the file that kcure export request names)",
+    )
     q.add_argument("--max-rows", type=_positive, default=40, help="rows to print (default 40)")
     q.set_defaults(func=_cmd_query)
 

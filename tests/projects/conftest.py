@@ -27,9 +27,11 @@ class ProjectHome:
     built: Build
 
     def store(self) -> Any:
+        from kcure.projects.audit import Audit
         from kcure.projects.lifecycle import ProjectStore, Rules
 
-        return ProjectStore(self.cfg.home / "projects", Rules(os.getuid(), COMMITTEE_GID, "test-committee", 2))
+        rules = Rules(os.getuid(), COMMITTEE_GID, "test-committee", 2)
+        return ProjectStore(self.cfg.home / "projects", rules, Audit.for_config(self.cfg))
 
     def publish(self, tag: str) -> Any:
         """Publish the small build again as a newer release ``tag``."""

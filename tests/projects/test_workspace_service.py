@@ -4,8 +4,6 @@ so the service knows each caller from the kernel only. Root is needed to become 
 
 from __future__ import annotations
 
-import grp
-import io
 import json
 import os
 import pwd
@@ -15,7 +13,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.projects.osusers import as_user as run_as
 from tests.security.conftest import readable_as
 
 pytestmark = [pytest.mark.integration]
@@ -85,52 +83,9 @@ def workspace() -> Iterator[Workspace]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _preload(ws: Workspace) -> None:
-    """Import what the CLI will need before the child drops root: the interpreter lives under /root."""
-    from kcure import cli
-    from kcure.access import sandbox  # noqa: F401
-    from kcure.core import catalog, secrets, zones  # noqa: F401
-    from kcure.core.config import load_config
-
-    load_config(ws.conf).library  # noqa: B018
-    cli.build_parser().parse_args(["project", "list"])
-
-
 def as_user(ws: Workspace, user: str, *argv: str, committee: bool = False) -> tuple[int, str, str]:
-    """Run ``kcure <argv>`` in a child process that is really ``user`` (and in the committee's group only
-    if ``committee``), the way that account's own shell would; returns exit code, stdout and stderr."""
-    from kcure import cli
-
-    _preload(ws)
-    pw = pwd.getpwnam(user)
-    groups = [pw.pw_gid] + ([grp.getgrnam(COMMITTEE).gr_gid] if committee else [])
-    out_r, out_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: become the user, run the command, report through the pipe
-        code = 1
-        out, err = io.StringIO(), io.StringIO()
-        try:
-            os.setgroups(groups)
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-            os.environ.clear()
-            os.environ.update({**ws.env, "HOME": "/nonexistent", "USER": user})
-            os.chdir(ws.base)
-            with redirect_stdout(out), redirect_stderr(err):
-                code = cli.main(["--conf", str(ws.conf), *argv])
-        except BaseException as e:  # reported to the parent, never raised in the fork
-            err.write(f"child failed: {type(e).__name__}: {e}")
-        finally:
-            os.write(out_w, json.dumps([code, out.getvalue(), err.getvalue()]).encode())
-            os._exit(0)
-    os.close(out_w)
-    data = b""
-    while chunk := os.read(out_r, 1 << 16):
-        data += chunk
-    os.close(out_r)
-    os.waitpid(pid, 0)
-    code, out, err = json.loads(data)
-    return int(code), str(out), str(err)
+    """``kcure <argv>`` as ``user`` (in the committee's group only if ``committee``)."""
+    return run_as(user, ws.conf, ws.env, ws.base, *argv, groups=(COMMITTEE,) if committee else ())
 
 
 def _custodian(ws: Workspace, *argv: str) -> subprocess.CompletedProcess[str]:

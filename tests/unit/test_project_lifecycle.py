@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kcure.projects.application import parse_application
+from kcure.projects.audit import Audit, AuditKey
 from kcure.projects.lifecycle import Caller, ProjectRefused, ProjectStore, Rules
 from tests.unit.test_application import EXAMPLE
 
@@ -25,8 +26,12 @@ CAROL = Caller("carol", 3003, frozenset({3003, COMMITTEE}))
 EVE = Caller("eve", 3004, frozenset({3004}))  # not on the committee
 
 
+def audit(tmp_path: Path) -> Audit:
+    return Audit(AuditKey("audit", b"a throwaway audit key for tests!"), tmp_path / "heads")
+
+
 def _store(tmp_path: Path) -> ProjectStore:
-    return ProjectStore(tmp_path / "projects", Rules(CUSTODIAN.uid, COMMITTEE, "kcure-committee", 2))
+    return ProjectStore(tmp_path / "projects", Rules(CUSTODIAN.uid, COMMITTEE, "kcure-committee", 2), audit(tmp_path))
 
 
 def _app(cfg: Any, **changes: Any) -> tuple[Any, bytes]:
@@ -92,8 +97,7 @@ def test_a_closed_project_stays_closed(cfg: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tamper", ["edit", "remove"])
 def test_an_edited_or_removed_log_entry_breaks_the_chain(cfg: Any, tmp_path: Path, tamper: str) -> None:
-    """Edits by hand are found. (A log rewritten whole, every hash recomputed, needs a keyed chain with
-    its head kept elsewhere: the audit trail's work; until then the file is the custodian's alone.)"""
+    """Edits by hand are found (tests/unit/test_audit.py rewrites the chain as an attacker would)."""
     store = _store(tmp_path)
     app, data = _app(cfg)
     store.submit(app, data, PI)
@@ -106,7 +110,7 @@ def test_an_edited_or_removed_log_entry_breaks_the_chain(cfg: Any, tmp_path: Pat
     else:
         del lines[1]
     log.write_text("\n".join(lines) + "\n")
-    _refused("line 2: the log's chain is broken", store.state, app.project)
+    _refused("entry 2: the audit chain is broken", store.state, app.project)
     _refused("chain is broken", store.review, app.project, CAROL, approve=True, note="x")
 
 
@@ -122,7 +126,7 @@ def test_expired_projects_are_closed_with_their_keys_destroyed(tmp_path, cfg) ->
     from kcure.projects.provisioning import close_expired, key_store
 
     home_cfg = dataclasses.replace(cfg, home=tmp_path)
-    store = ProjectStore(tmp_path / "projects", Rules(os.getuid(), 4242, "c", 1))
+    store = ProjectStore(tmp_path / "projects", Rules(os.getuid(), 4242, "c", 1), audit(tmp_path))
     me = Caller.this_process()
     for project, expires in (("kc20261130201", "2027-01-31"), ("kc20261130202", "2030-01-31")):
         doc = {"project": project, "title": "t", "principal_investigator": "nobody", "analysts": ["nobody"],

@@ -52,6 +52,7 @@ class Limits:
     seconds: float = 300.0
     max_rows: int = 1_000_000
     max_sql_chars: int = 20_000
+    max_bytes: int = 512 * 1024 * 1024  # the result, in memory: DuckDB's memory limit does not cover it
 
     @classmethod
     def from_config(cls, settings: dict[str, Any] | None) -> Limits:
@@ -62,6 +63,7 @@ class Limits:
             seconds=float(s.get("timeout_seconds", cls.seconds)),
             max_rows=int(s.get("max_result_rows", cls.max_rows)),
             max_sql_chars=int(s.get("max_sql_chars", cls.max_sql_chars)),
+            max_bytes=int(s.get("max_result_mb", cls.max_bytes // 2**20)) * 2**20,
         )
 
 
@@ -164,11 +166,14 @@ def run(con: Any, sql: str, limits: Limits) -> tuple[pa.Table, bool]:
     timer = threading.Timer(limits.seconds, con.interrupt)
     timer.start()
     try:
-        reader = con.sql(sql).to_arrow_reader(min(limits.max_rows + 1, 100_000))
-        batches, n = [], 0
+        reader = con.sql(sql).to_arrow_reader(min(limits.max_rows + 1, 10_000))
+        batches, n, size = [], 0, 0
         for batch in reader:
             batches.append(batch)
             n += batch.num_rows
+            size += batch.nbytes
+            if size > limits.max_bytes:
+                raise QueryRefused(f"refused: the result is larger than {limits.max_bytes // 2**20:,} MB")
             if n > limits.max_rows:
                 break
         table = pa.Table.from_batches(batches, schema=reader.schema)

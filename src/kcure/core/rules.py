@@ -166,6 +166,8 @@ class Privacy:
     reveals: tuple[Reveal, ...] = ()
     site_procedures: tuple[str, ...] = ()  # procedure codes that name a cancer's site
     rounding: int = 5  # counts shown outside the custodian's zone are rounded to this
+    dominance_top: int = 2  # an amount's n largest contributors (people) ...
+    dominance_share: float = 0.9  # ... must hold less than this share of it (export review)
     extracts: ExtractRules | None = None  # what a research project's extract must satisfy
 
     def revealing(self, qi: str) -> tuple[Reveal, ...]:
@@ -196,6 +198,13 @@ class ExtractRules:
     @property
     def shift_days(self) -> int:
         return 7 * self.shift_weeks
+
+
+def _share(w: Where, key: str, default: float) -> float:
+    value = float(w.get(key, (int, float), default))
+    if not 0 < value <= 1:
+        w.fail(f"must be a share in (0, 1], not {value}", key)
+    return value
 
 
 def _check_source(cw: Where, rule: str, source: str, feed: Feed) -> None:
@@ -454,6 +463,8 @@ def parse_privacy(file: str, raw: Any, library: Library) -> Privacy:
         sensitive_attribute=attribute,
         min_cell_count=top.sub("export").positive("min_cell_count"),
         rounding=top.sub("export").positive("rounding", 5),
+        dominance_top=top.sub("export").positive("dominance_top", 2),
+        dominance_share=_share(top.sub("export"), "dominance_share", 0.9),
         recoding=recoding,
         drop_last_resort=top.get("drop_last_resort", bool),
         reveals=reveals,

@@ -1,9 +1,10 @@
 """A research project's life: submitted -> approved -> provisioned -> closed, as an append-only log.
 
 Each project lives in ``<KCURE_HOME>/projects/<id>/``, owner-only (the custodian's account):
-``application-v<N>.yaml`` is each submitted version, byte for byte, and ``events.jsonl`` every transition,
-one JSON object a line, each carrying the hash of the line before it, so an edited or removed entry
-breaks the chain and is found on the next read. The state is never stored: it is the replay of the log.
+``application-v<N>.yaml`` is each submitted version, byte for byte, and ``events.jsonl`` every transition
+and every audited action (queries, exports), one JSON object a line, chained and keyed with the
+custodian's audit key (:mod:`kcure.projects.audit`): an edited, removed or re-chained entry, or a cut-off
+tail, is found on the next read. The state is never stored: it is the replay of the log.
 
 Who acts is a :class:`Caller` the OS vouches for (the process's own credentials, or the peer credentials
 of a workspace-service client), never a name typed as an argument. The rules:
@@ -19,7 +20,6 @@ of a workspace-service client), never a name typed as an argument. The rules:
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import pwd
@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from kcure.projects.application import PROJECT_ID, Application
+from kcure.projects.audit import GENESIS, Audit
 
 EVENTS = "events.jsonl"
 CLOSE_REASONS = ("finished", "withdrawn", "expired")
-GENESIS = "0" * 64
 
 
 class ProjectRefused(Exception):
@@ -111,17 +111,13 @@ def replay(project: str, events: list[dict[str, Any]], required: int) -> State:
     return s
 
 
-def _line_hash(prev: str, body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{prev}\n{canonical}".encode()).hexdigest()
-
-
 class ProjectStore:
     """The projects under one KCURE_HOME; every write appends to a log under an exclusive lock."""
 
-    def __init__(self, root: Path, rules: Rules) -> None:
+    def __init__(self, root: Path, rules: Rules, audit: Audit) -> None:
         self.root = root
         self.rules = rules
+        self.audit = audit
 
     def folder(self, project: str) -> Path:
         if not PROJECT_ID.fullmatch(project or ""):
@@ -134,29 +130,28 @@ class ProjectStore:
         return sorted(p.name for p in self.root.iterdir() if PROJECT_ID.fullmatch(p.name) and (p / EVENTS).exists())
 
     def events(self, project: str) -> list[dict[str, Any]]:
-        """The project's log, its chain checked: a broken link names the line."""
-        path = self.folder(project) / EVENTS
-        if not path.exists():
-            return []
-        out, prev = [], GENESIS
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            try:
-                e = json.loads(line)
-                body = {k: v for k, v in e.items() if k != "hash"}
-                ok = e.get("prev") == prev and e.get("seq") == n and _line_hash(prev, body) == e.get("hash")
-            except (json.JSONDecodeError, AttributeError):
-                ok = False
-            if not ok:
-                raise ProjectRefused(f"{project}/{EVENTS} line {n}: the log's chain is broken; nothing was changed")
-            out.append(e)
-            prev = e["hash"]
-        return out
+        """The project's log, its keyed chain and head verified: a break names the entry."""
+        verdict, events = self.audit.verify(project, self.folder(project) / EVENTS)
+        if not verdict.ok:
+            raise ProjectRefused(f"{project}/{EVENTS} entry {verdict.broken_at}: the audit chain is broken "
+                                 f"({verdict.problem}); nothing was changed")  # fmt: skip
+        return events
 
     def state(self, project: str) -> State:
         return self._replay(project, self.events(project))
 
     def _replay(self, project: str, events: list[dict[str, Any]]) -> State:
         return replay(project, events, self.rules.reviewers_required)
+
+    @contextmanager
+    def locked(self, project: str) -> Iterator[State]:
+        """The project's state under its lock: decide, then :meth:`append`, with nobody in between."""
+        with self._locked(project) as s:
+            yield s
+
+    def append(self, state: State, caller: Caller, action: str, **detail: Any) -> dict[str, Any]:
+        """An entry, inside :meth:`locked`."""
+        return self._append(state, caller, action, **detail)
 
     @contextmanager
     def _locked(self, project: str) -> Iterator[State]:
@@ -182,14 +177,15 @@ class ProjectStore:
             **detail,
             "prev": prev,
         }
-        event = {**body, "hash": _line_hash(prev, body)}
+        event = self.audit.seal(prev, body)
         path = self.folder(state.project) / EVENTS
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (json.dumps(event, ensure_ascii=False) + "\n").encode())
+            os.write(fd, (json.dumps(event, ensure_ascii=True) + "\n").encode())  # one line, whatever the text
             os.fsync(fd)
         finally:
             os.close(fd)
+        self.audit.set_head(state.project, body["seq"], event["hash"])
         state.events.append(event)
         return event
 

@@ -19,11 +19,14 @@ import socket
 import socketserver
 import stat
 import struct
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kcure.access.sandbox import QueryRefused
 from kcure.projects.application import ApplicationError, parse_application
+from kcure.projects.audit import Audit
 from kcure.projects.lifecycle import Caller, ProjectRefused, ProjectStore, Rules, State
 
 if TYPE_CHECKING:
@@ -31,7 +34,9 @@ if TYPE_CHECKING:
 
 CUSTODIAN_GROUP = "@custodian"
 MAX_REQUEST = 1 << 20  # an application is a few KiB
-COMMANDS = ("submit", "review", "list", "show", "close")  # provision runs in the custodian's own process
+COMMANDS = ("submit", "review", "list", "show", "close", "query",
+            "export_request", "export_review", "export_list", "export_show", "export_fetch")  # fmt: skip
+# provisioning, expiry and audit verification run in the custodian's own process only
 
 
 class ServiceError(Exception):
@@ -60,7 +65,7 @@ def store_for(cfg: Config, custodian_uid: int) -> ProjectStore:
         except KeyError:
             gid = None
     rules = Rules(custodian_uid, gid, group, int(s.get("reviewers_required", 2)))
-    return ProjectStore(cfg.home / "projects", rules)
+    return ProjectStore(cfg.home / "projects", rules, Audit.for_config(cfg))
 
 
 def _visible(store: ProjectStore, caller: Caller, state: State) -> bool:
@@ -101,6 +106,14 @@ def handle(cfg: Config, store: ProjectStore, caller: Caller, command: str, args:
 
         state = close(cfg, store, str(args.get("project", "")), caller, str(args.get("reason", "")))
         return {"message": f"{state.project} closed ({state.note})", "data": _summary(state)}
+    if command == "query":
+        from kcure.projects.analysis import query
+
+        out = args.get("out")
+        return query(cfg, store, str(args.get("project", "")), caller, str(args.get("sql", "")),
+                     str(out) if out else None, int(args.get("show", 40)))  # fmt: skip
+    if command.startswith("export_"):
+        return _export(cfg, store, caller, command.removeprefix("export_"), args)
     if command == "list":
         rows = [_summary(s) for s in map(store.state, store.ids()) if _visible(store, caller, s)]
         return {"message": f"{len(rows)} project{'s' if len(rows) != 1 else ''}", "data": rows}
@@ -110,6 +123,27 @@ def handle(cfg: Config, store: ProjectStore, caller: Caller, command: str, args:
             raise ProjectRefused(f"no project {str(args.get('project', ''))[:40]!r} that {caller.user} may see")
         return {"message": state.project, "data": {**_summary(state), "events": state.events}}
     raise ProjectRefused(f"unknown command {command[:40]!r} (one of {', '.join(COMMANDS)})")
+
+
+def _export(cfg: Config, store: ProjectStore, caller: Caller, command: str, args: dict[str, Any]) -> dict[str, Any]:
+    from kcure.projects import exports
+
+    rid, project = str(args.get("request", "")), str(args.get("project", ""))
+    if command == "request":
+        plot = args.get("plot")
+        return exports.request(cfg, store, project, caller, str(args.get("file", "")),
+                               counts=[str(c) for c in args.get("counts") or []],
+                               description=str(args.get("description", "")), redact=bool(args.get("redact")),
+                               plot=str(plot) if plot else None)  # fmt: skip
+    if command == "review":
+        return exports.review(
+            cfg, store, rid, caller, approve=bool(args.get("approve")), note=str(args.get("note", ""))
+        )
+    if command == "list":
+        return exports.listing(cfg, store, project, caller)
+    if command == "show":
+        return exports.show(cfg, store, rid, caller)
+    return exports.fetch(cfg, store, rid, caller)
 
 
 # --- the service ---------------------------------------------------------------------------------------
@@ -137,19 +171,29 @@ class _Handler(socketserver.StreamRequestHandler):
         self.request.settimeout(30)
         try:
             line = self.rfile.readline(MAX_REQUEST + 1)
-            if len(line) > MAX_REQUEST:
-                raise ProjectRefused("the request is too large")
-            req = json.loads(line or b"{}")
-            caller = peer(self.request)
-            out = {"ok": True, **handle(self.server.cfg, self.server.store, caller, str(req.get("command", "")),
-                                        dict(req.get("args") or {}))}  # fmt: skip
-        except (ProjectRefused, ApplicationError) as e:
-            out = {"ok": False, "message": str(e)}
-        except (json.JSONDecodeError, TypeError, ValueError):
-            out = {"ok": False, "message": "not a workspace request"}
         except OSError:
             return
-        self.wfile.write((json.dumps(out, default=str) + "\n").encode())
+        self.wfile.write((json.dumps(self._answer(line), default=str) + "\n").encode())
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        if len(line) > MAX_REQUEST:
+            return {"ok": False, "message": "the request is too large"}
+        try:
+            req = json.loads(line or b"{}")
+            command, args = str(req.get("command", "")), dict(req.get("args") or {})
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            return {"ok": False, "message": "not a workspace request"}
+        try:
+            return {"ok": True, **handle(self.server.cfg, self.server.store, peer(self.request), command, args)}
+        except (ProjectRefused, ApplicationError, QueryRefused) as e:
+            return {"ok": False, "message": str(e)}
+        except Exception as e:  # its message may quote data: the caller learns its kind, the log where it was
+            import traceback
+
+            frame = traceback.extract_tb(e.__traceback__)[-1]
+            print(f"workspace: {command[:40]} failed: {type(e).__name__} at {frame.filename}:{frame.lineno}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return {"ok": False, "message": f"the service could not do that ({type(e).__name__})"}
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -177,7 +221,10 @@ def serve(cfg: Config, path: Path | None = None, ready: Any = None) -> None:
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ServiceError(f"{path} exists and is not a socket")
         path.unlink()
-    server = _Server(path, cfg, store_for(cfg, os.getuid()))
+    server = _Server(path, cfg, store_for(cfg, os.getuid()))  # the audit key is loaded here ...
+    from kcure.access.sandbox import scrub_environment
+
+    scrub_environment()  # ... and no secret stays in the environment of the process that runs queries
     os.chmod(path, 0o666)
     if ready is not None:
         ready()
@@ -188,7 +235,7 @@ def serve(cfg: Config, path: Path | None = None, ready: Any = None) -> None:
         path.unlink(missing_ok=True)
 
 
-def request(path: Path, command: str, args: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+def request(path: Path, command: str, args: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     """Send one request to the service; ServiceError carries its refusal or why it could not be reached."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
