@@ -17,7 +17,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.airflow
 DAG_DIR = REPO / "dags"
 DAG_FILES = sorted(p for p in DAG_DIR.glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAGS = {"kcure_ingest", "kcure_build_library"}  # grows as DAGs arrive
+EXPECTED_DAGS = {"kcure_ingest", "kcure_build_library", "kcure_provision_project", "kcure_housekeeping"}
 
 
 @pytest.fixture(scope="module")

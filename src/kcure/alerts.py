@@ -31,6 +31,12 @@ WHAT_TO_DO = {
     "expectations are explained in the feed-year's Data Docs.",
     "check_application": "The message names the rule: the project is not approved, has expired, asks for finer "
     "dates than it had, or its release does not exist. Amend and review the application, or publish the release.",
+    "close_expired_projects": "The message names the project that could not be closed (its key store or "
+    "workspace); fix that and the next daily run closes it.",
+    "verify_audit_chains": "A broken audit chain is a security incident: do not repair the log. Stop the workspace "
+    "service, copy projects/<id>/ and audit/heads/, and find out who could write them (kcure audit verify).",
+    "purge_staging": "Check that the custodian's account owns everything under staging/ and quarantine/.",
+    "purge_builds": "Check that the custodian's account owns the build zones and reports/builds/.",
     "provision": "A refused privacy gate names the failing model and what the application could change; nothing "
     "was written and the earlier extract stands. Otherwise see the Spark log and trigger again.",
 }

@@ -368,14 +368,19 @@ def purge_builds(cfg: Config, days: float, now: float | None = None) -> list[Pat
     """Delete the build zones of builds whose last stage ran more than ``days`` ago.
 
     pseudonymized/ and linked/ go for every such build; protected/ and the stage summaries only
-    for builds never published, because a release's files are its build's protected/ folder.
+    for builds never published, because a release's files are its build's protected/ folder. The
+    newest build is always kept whole, whatever its age: the next build starts from it.
     """
     published = {r.build for r in _published(cfg)}
     now = now or time.time()
     removed = []
-    for summaries in sorted((cfg.local_path("reports") / "builds").glob("*")):
-        newest = max((p.stat().st_mtime for p in summaries.glob("*.json")), default=summaries.stat().st_mtime)
-        if now - newest <= days * 86400:
+
+    def last_ran(summaries: Path) -> float:
+        return max((p.stat().st_mtime for p in summaries.glob("*.json")), default=summaries.stat().st_mtime)
+
+    builds = sorted((cfg.local_path("reports") / "builds").glob("*"), key=last_ran)
+    for summaries in builds[:-1]:
+        if now - last_ran(summaries) <= days * 86400:
             continue
         zones = BuildZones(cfg, summaries.name)
         doomed = [zones.pseudonymized, zones.linked]
