@@ -73,6 +73,7 @@ class TableFiles:
 
     files: tuple[str, ...]
     columns: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    view: str | None = None  # the view's own SELECT over its files (default: all of their rows and columns)
 
 
 def _quote(path: str) -> str:
@@ -116,7 +117,7 @@ def connection(schemas: dict[str, dict[str, TableFiles]], limits: Limits) -> Ite
             if schema != "main":
                 con.execute(f'CREATE SCHEMA "{schema}"')
             for name, t in tables.items():
-                con.execute(f'CREATE VIEW "{schema}".{name} AS {_view(t)}')
+                con.execute(f'CREATE VIEW "{schema}".{name} AS {t.view or _view(t)}')
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         yield con

@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import grp
 import html
+import itertools
 import json
 import os
 import re
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from kcure.core.config import Config
     from kcure.projects.sdc import Table, Thresholds
 
+MAX_CONTRIBUTIONS = 5_000_000  # per-person contributions the dominance check reads into memory
 REQUEST_ID = re.compile(r"^(kc\d{11})-x(\d{3,})$")
 MIN_REVIEWERS = 2
 PICTURES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".tif", ".tiff", ".bmp", ".webp", ".eps")
@@ -150,26 +152,33 @@ def _source(state: State, user: str, name: str, sha: str) -> dict[str, Any]:
     raise ProjectRefused(f"{name} is not a file an audited query of this project wrote (its hash is not in the log)")
 
 
-def lineage_table(cfg: Config, ws: Workspace, sql: str, file_table: pa.Table, declared: set[str]) -> tuple[Table, str]:
-    """The result as its query gives it now, with the people behind each row (the fewest any person key
-    of the outer FROM counts: a self-join cannot hide one person behind another's count) and its
-    amounts' largest shares; or, when no lineage can be established, the file with no people, and why."""
+def _lineage_tables(ws: Workspace) -> dict[str, Any]:
+    """The extract as the lineage reads it: a claim-line table without SN_KEY (T300, T400, T530) gets its
+    claim's SN_KEY through MID from T200, so the people behind its rows are counted too."""
+    from kcure.access.sandbox import TableFiles, _view
+    from kcure.projects.analysis import _empty_safe
+
+    tables = _empty_safe(extract_tables(ws))
+    keyed = {n for n, t in tables.items() if "SN_KEY" in {c for c, _ in t.columns}}
+    out = {}
+    for name, t in tables.items():
+        cols = {c for c, _ in t.columns}
+        if name not in keyed and "MID" in cols and "T200" in keyed and name > "T200":
+            claims = "(SELECT DISTINCT MID, SN_KEY FROM main.T200)"
+            view = f"SELECT x.*, k.SN_KEY FROM ({_view(t)}) x LEFT JOIN {claims} k USING (MID)"
+            t = TableFiles(t.files, t.columns, view)
+        out[name] = t
+    return out
+
+
+def _run_lineage(cfg: Config, ws: Workspace, query: Any, rows: int) -> tuple[Any, Any] | None:
+    """The plan over every person key of the outer FROM that binds, and its result; None: none binds."""
     from kcure.access.query import limits
     from kcure.access.sandbox import QueryRefused, connection, run
-    from kcure.projects.analysis import _empty_safe
-    from kcure.projects.lineage import CONTRIB, GROUP_KEY, GROUPED, PEOPLE, RAW, NoLineage, dominance, parse
-    from kcure.projects.sdc import Table, classify
 
-    unknown = Table(file_table, classify(file_table, {}, declared))
-    try:
-        query = parse(sql)
-    except NoLineage as e:
-        return unknown, str(e)
     lim = limits(cfg)
-    big = dataclasses.replace(
-        lim, max_rows=max(lim.max_rows, file_table.num_rows + 1), max_sql_chars=lim.max_sql_chars * 8
-    )
-    with connection({"main": _empty_safe(extract_tables(ws))}, big) as con:
+    big = dataclasses.replace(lim, max_rows=max(lim.max_rows, rows + 1), max_sql_chars=lim.max_sql_chars * 8)
+    with connection({"main": _lineage_tables(ws)}, big) as con:
         persons: list[str | None] = []
         for person in query.candidates:
             if person is None and persons:
@@ -180,33 +189,73 @@ def lineage_table(cfg: Config, ws: Workspace, sql: str, file_table: pa.Table, de
             except QueryRefused:
                 continue
         if not persons:
-            return (
-                unknown,
-                "no SN_KEY is visible in the query's outermost FROM, so the people behind each row are unknown",
-            )
+            return None
         plan = query.plan(persons)
         got, _ = run(con, plan.sql, big)
-    n = len(plan.columns)
-    data = got.select(list(range(n)))
+    return plan, got.rename_columns([*got.column_names[: len(plan.columns)], *plan.extras])  # by position
+
+
+def lineage_table(cfg: Config, ws: Workspace, sql: str, file_table: pa.Table, declared: set[str]) -> tuple[Table, str]:
+    """The result as its query gives it now, with the people behind each row (the fewest any person key
+    of the outer FROM counts), its amounts' largest shares and contributors, its raw aggregates and its
+    grouping; or, when no lineage can be established, the file with no people, and why."""
+    from kcure.projects.lineage import NoLineage, parse
+    from kcure.projects.sdc import Table, classify
+
+    unknown = Table(file_table, classify(file_table, {}, declared))
+    try:
+        query = parse(sql)
+    except NoLineage as e:
+        return unknown, str(e)
+    ran = _run_lineage(cfg, ws, query, file_table.num_rows)
+    if ran is None:
+        return unknown, "no SN_KEY is visible in the query's outermost FROM, so the people behind each row are unknown"
+    plan, got = ran
+    data = got.select(list(range(len(plan.columns))))
     if _rows_as_text(data) != _rows_as_text(file_table):
         return unknown, "the query gives other rows now (the extract was provisioned again): run it again"
+    kinds = classify(data, {data.column_names[i]: c.kind for i, c in enumerate(plan.columns)}, declared)
+    try:
+        return _with_lineage(cfg, data, kinds, plan, got), ""
+    except ProjectRefused as e:
+        return unknown, str(e)
+
+
+def _with_lineage(cfg: Config, data: Any, kinds: dict[str, str], plan: Any, got: Any) -> Table:
+    import pyarrow.compute as pc
+
+    from kcure.projects.lineage import CONTRIB, GROUP_KEY, GROUPED, PEOPLE, RAW, combined, dominance, profile
+    from kcure.projects.sdc import Table
+
     names = data.column_names
-    kinds = classify(data, {names[i]: c.kind for i, c in enumerate(plan.columns)}, declared)
     counted = [got.column(f"{PEOPLE}{j}").to_pylist() for j in range(plan.persons)]
     people = [min(int(v or 0) for v in row) for row in zip(*counted, strict=True)]
     top = thresholds(cfg).dominance_top
-    shares = {}
+    shares, contributors = {}, {}
+    parts = {}  # (person key j, amount slot) -> contributions per row
     for slot, pos in enumerate(plan.amounts):
-        each = [dominance(got.column(f"{CONTRIB}{j}_{slot}").to_pylist(), top) for j in range(plan.persons)]
-        shares[names[pos]] = [max((v for v in row if v is not None), default=None) for row in zip(*each, strict=True)]
+        lists = [got.column(f"{CONTRIB}{j}_{slot}") for j in range(plan.persons)]
+        if sum(pc.sum(pc.list_value_length(c)).as_py() or 0 for c in lists) > MAX_CONTRIBUTIONS:
+            raise ProjectRefused(f"{names[pos]} sums more than {MAX_CONTRIBUTIONS:,} values: too many to check")
+        parts.update({(j, slot): c.to_pylist() for j, c in enumerate(lists)})
+        rows = list(zip(*[profile(parts[j, slot], top) for j in range(plan.persons)], strict=True))
+        shares[names[pos]] = [max((v[0] for v in row if v[0] is not None), default=None) for row in rows]
+        contributors[names[pos]] = [min(v[1] for v in row) for row in rows]
+    for s1, s2 in itertools.combinations(range(len(plan.amounts)), 2):  # their sum and difference too
+        for j in range(plan.persons):
+            for sign in (1.0, -1.0):
+                pair = dominance(combined(parts[j, s1], parts[j, s2], sign), top)
+                for pos in (plan.amounts[s1], plan.amounts[s2]):
+                    shares[names[pos]] = [max(a, b) if a is not None and b is not None else (a if b is None else b)
+                                          for a, b in zip(shares[names[pos]], pair, strict=True)]  # fmt: skip
     raw = {names[pos]: got.column(f"{RAW}{pos}").to_pylist() for pos, c in enumerate(plan.columns) if c.kind != "label"}
     grouping = None
-    if f"{GROUPED}0" in got.column_names:
-        width = sum(1 for c in got.column_names if c.startswith(GROUPED))
+    width = sum(1 for c in plan.extras if c.startswith(GROUPED))
+    if width:
         flags = [got.column(f"{GROUPED}{i}").to_pylist() for i in range(width)]
         keys = [got.column(f"{GROUP_KEY}{i}").to_pylist() for i in range(width)]
         grouping = [[(bool(flags[i][r]), str(keys[i][r])) for i in range(width)] for r in range(got.num_rows)]
-    return Table(data, kinds, people, shares, raw, grouping), ""
+    return Table(data, kinds, people, shares, raw, grouping, contributors)
 
 
 def _earlier(store: ProjectStore, project: str, reqs: dict[str, Request]) -> list[tuple[str, pa.Table, dict[str, str]]]:

@@ -34,9 +34,8 @@ KEY_COUNTS = {"count", "approx_count_distinct"}  # SN_KEY may be counted, nothin
 COUNTS = {"count", "count_star", "count_if", "countif", "approx_count_distinct", "regr_count"}
 ADDITIVE = {"sum", "fsum", "sumkahan", "kahan_sum", "sum_no_overflow"}
 AVERAGES = {"avg", "mean", "favg", "decimal_average"}
-SPREAD = {"stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "sem", "corr", "covar_pop",
-          "covar_samp", "regr_slope", "regr_intercept", "regr_r2", "regr_avgx", "regr_avgy", "regr_sxx", "regr_sxy",
-          "regr_syy", "entropy", "kurtosis", "kurtosis_pop", "skewness"}  # fmt: skip
+SPREAD = {"stddev", "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp"}  # checked as means are
+PERSON_JOIN_KEYS = {"sn_key", "mid"}  # an equality on either keeps a row one person's (a claim is one person's)
 TABLE_FUNCTIONS = {"range", "generate_series", "unnest"}  # the only table functions a query may call
 
 
@@ -80,6 +79,7 @@ class Plan:
     amounts: list[int] = field(default_factory=list)  # output positions of sum/avg columns, in order
     persons: int = 1  # person-key candidates: columns PEOPLE<j> and CONTRIB<j>_<slot> for each
     # and RAW<pos> for each statistic column, GROUPED<i> and GROUP_KEY<i> for each group expression
+    extras: list[str] = field(default_factory=list)  # the names of the added columns, in order
 
 
 def _scalar(sql: str, arg: str) -> Any:
@@ -154,7 +154,7 @@ def _kind(item: dict[str, Any]) -> tuple[str, str]:
     if len(found) > 1:
         raise NoLineage("an exported column combines several aggregates: one per column (avg() for a mean)")
     name = found[0]
-    for kind, names in (("count", COUNTS), ("sum", ADDITIVE), ("mean", AVERAGES), ("other", SPREAD)):
+    for kind, names in (("count", COUNTS), ("sum", ADDITIVE), ("mean", AVERAGES | SPREAD)):
         if name in names:
             return kind, name
     return "extreme", name
@@ -172,12 +172,24 @@ def _aliases(table: Any) -> list[str]:
     return [table["alias"]] if table.get("alias") else []
 
 
+def _refs(expr: Any) -> set[str]:
+    """The one-part column names ``expr`` refers to."""
+    if isinstance(expr, dict):
+        own = {str(expr["column_names"][0]).lower()} if expr.get("class") == "COLUMN_REF" and len(
+            expr.get("column_names") or []) == 1 else set()  # fmt: skip
+        return own.union(*(_refs(v) for v in expr.values()))
+    if isinstance(expr, list):
+        return set().union(*(_refs(v) for v in expr))
+    return set()
+
+
 def _relations(node: Any) -> set[str]:
     """Every name a relation has anywhere in the query (tables, aliases, CTEs): a column reference that
     is one of them alone is a whole row, a struct of every column."""
     out: set[str] = set()
     if isinstance(node, dict):
-        if node.get("type") in ("BASE_TABLE", "SUBQUERY", "TABLE_FUNCTION", "JOIN") or "table_name" in node:
+        is_table_ref = "class" not in node and node.get("type") in ("BASE_TABLE", "SUBQUERY", "TABLE_FUNCTION", "JOIN")
+        if is_table_ref:
             out |= {str(node.get(k) or "").lower() for k in ("alias", "table_name")} - {""}
         for entry in (node.get("cte_map") or {}).get("map") or []:
             out.add(str(entry.get("key", "")).lower())
@@ -242,11 +254,77 @@ def _item_problem(item: dict[str, Any]) -> str | None:
     return None
 
 
-def _node_problem(node: dict[str, Any], relations: set[str]) -> str | None:
+def _join_keys(cond: Any) -> set[str]:
+    """The person-preserving keys a join condition equates (``a.SN_KEY = b.SN_KEY``, ``a.MID = b.MID``),
+    under ANDs only."""
+    if not isinstance(cond, dict):
+        return set()
+    if cond.get("type") == "CONJUNCTION_AND":
+        return {k for c in cond.get("children") or [] for k in _join_keys(c)}
+    if cond.get("type") == "COMPARE_EQUAL":
+        sides = [cond.get("left"), cond.get("right")]
+        names = {
+            str(x["column_names"][-1]).lower() for x in sides if isinstance(x, dict) and x.get("class") == "COLUMN_REF"
+        }
+        return names & PERSON_JOIN_KEYS if len(names) == 1 and all(
+            isinstance(x, dict) and x.get("class") == "COLUMN_REF" for x in sides) else set()  # fmt: skip
+    return set()
+
+
+def _constant(table: dict[str, Any]) -> bool:
+    """A FROM item that holds no person's data: VALUES, range(), generate_series()."""
+    if table.get("type") == "EXPRESSION_LIST":
+        return True
+    if table.get("type") == "TABLE_FUNCTION":
+        fn = table.get("function") or {}
+        return str(fn.get("function_name", "")).lower() in ("range", "generate_series") and not _has(fn, "COLUMN_REF")
+    if table.get("type") == "SUBQUERY":
+        inner = ((table.get("subquery") or {}).get("node")) or {}
+        return inner.get("type") == "SELECT_NODE" and inner.get("from_table", {}).get("type") == "EXPRESSION_LIST"
+    return False
+
+
+def _from_problem(table: Any) -> str | None:
+    """Every join of two FROM items that hold people's data must keep each row one person's: ON an
+    equality of SN_KEY (or of MID, a claim being one person's), or USING one of them. A cross join with
+    VALUES or range() is fine; a cross join of two people's data would let one person's values be counted
+    as everyone's."""
+    if not isinstance(table, dict) or table.get("type") != "JOIN":
+        return None
+    for side in ("left", "right"):
+        problem = _from_problem(table.get(side))
+        if problem:
+            return problem
+    if _constant(table.get("left") or {}) or _constant(table.get("right") or {}):
+        return None
+    using = {str(c).lower() for c in table.get("using_columns") or []}
+    if using & PERSON_JOIN_KEYS or _join_keys(table.get("condition")):
+        return None
+    if str(table.get("ref_type", "")).upper() == "NATURAL":
+        return "a NATURAL join (name the key: USING (SN_KEY) or USING (MID))"
+    return "a join that does not match SN_KEY (or MID) between two tables of people's data"
+
+
+def _select_problem(node: dict[str, Any]) -> str | None:
     for item in node.get("select_list") or []:
         problem = _item_problem(item)
         if problem:
             return problem
+        if str(item.get("alias") or "").lower().startswith("__kcure"):
+            return "a column named __kcure... (reserved for the lineage)"
+        if _has(item, "WINDOW") or _has(item, "SUBQUERY"):
+            return "a window or a subquery computes a value"
+    if node.get("type") == "SELECT_NODE":
+        if node.get("qualify"):
+            return "QUALIFY"
+        return _from_problem(node.get("from_table"))
+    return None
+
+
+def _node_problem(node: dict[str, Any], relations: set[str]) -> str | None:
+    problem = _select_problem(node)
+    if problem:
+        return problem
     names = [*(node.get("column_name_alias") or []), *(node.get("aliases") or [])]
     if any(str(n).lower() == KEY for n in names):
         return "a column alias list names a column SN_KEY"
@@ -334,7 +412,8 @@ class Query:
                 extra += [_replace(it, "__kcure_g", expr) for it in _items(sql)]
         new = copy.deepcopy(self.doc)
         new["statements"][0]["node"]["select_list"] = [*items, *extra]
-        return Plan(_deserialize(new), self.columns, self.amounts, len(persons))
+        names = [str(i["alias"]) for i in extra]
+        return Plan(_deserialize(new), self.columns, self.amounts, len(persons), names)
 
 
 def parse(sql: str) -> Query:
@@ -355,25 +434,46 @@ def parse(sql: str) -> Query:
         columns.append(Column(str(item.get("alias") or f"#{n + 1}"), kind, fn))
     if not (node.get("group_expressions") or any(c.kind != "label" for c in columns)):
         raise NoLineage("row-level data: the query does not aggregate (GROUP BY, count, sum, ...)")
+    stats = {str(i.get("alias") or "").lower() for i, c in zip(items, columns, strict=True) if c.kind != "label"} - {""}
+    for item in items:
+        own = str(item.get("alias") or "").lower()
+        if _refs(item) & (stats - {own}):
+            raise NoLineage("an exported column refers to another exported statistic by its name: compute it again")
     guard(doc["statements"])
     amounts = [n for n, c in enumerate(columns) if c.kind in ("sum", "mean")]
     return Query(doc, columns, amounts, [*(a for a in _aliases(node.get("from_table")) if a), None])
 
 
 def dominance(contributions: list[list[dict[str, Any]] | None], top: int) -> list[float | None]:
-    """For each row: the share of its amount held by its ``top`` largest contributors (by absolute value),
-    each person's contributions summed first; None where the row has no amount."""
-    out: list[float | None] = []
+    """For each row: the largest share of its amount that ``top`` people hold, each person's contributions
+    summed first, taken on the positive and the negative contributions apart (offsetting amounts cannot
+    hide a dominant one); None where the row has no amount."""
+    return [share for share, _ in profile(contributions, top)]
+
+
+def profile(contributions: list[list[dict[str, Any]] | None], top: int) -> list[tuple[float | None, int]]:
+    """For each row: (the dominance share, the number of people whose contributions do not sum to 0).
+    The second is a count however the amount is written (``sum(CASE ... THEN 1 ELSE 0 END)``)."""
+    out: list[tuple[float | None, int]] = []
     for row in contributions:
         per: dict[Any, float] = {}
         for c in row or []:
             if c is None or c.get("x") is None:
                 continue
             per[c["p"]] = per.get(c["p"], 0.0) + float(c["x"])
-        total = sum(abs(v) for v in per.values())
-        if not per or total == 0:
-            out.append(None)
-            continue
-        biggest = sorted((abs(v) for v in per.values()), reverse=True)[:top]
-        out.append(sum(biggest) / total)
+        share = None
+        for side in ([v for v in per.values() if v > 0], [-v for v in per.values() if v < 0]):
+            total = sum(side)
+            if total > 0:
+                s = sum(sorted(side, reverse=True)[:top]) / total
+                share = s if share is None else max(share, s)
+        out.append((share, sum(1 for v in per.values() if v != 0)))
     return out
+
+
+def combined(a: list[list[dict[str, Any]] | None], b: list[list[dict[str, Any]] | None],
+             sign: float) -> list[list[dict[str, Any]] | None]:  # fmt: skip
+    """Two amounts' contributions as one (``a + sign * b``), row by row: two columns that each look safe
+    can publish, by their difference, one person's amount (the same offsets added to both)."""
+    return [[*(ra or []), *({"p": c["p"], "x": None if c.get("x") is None else sign * float(c["x"])}
+                           for c in rb or [] if c is not None)] for ra, rb in zip(a, b, strict=True)]  # fmt: skip

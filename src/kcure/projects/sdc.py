@@ -86,6 +86,7 @@ class Table:
     shares: dict[str, list[float | None]] = field(default_factory=dict)  # amount column -> top-n share per row
     raw: dict[str, list[Any]] = field(default_factory=dict)  # statistic column -> its bare aggregate per row
     grouping: list[list[tuple[bool, str]]] | None = None  # per row, per GROUP BY expression: rolled up?, value
+    contributors: dict[str, list[int]] = field(default_factory=dict)  # amount column -> people with a non-zero part
 
 
 def _is_int(t: Any) -> bool:
@@ -130,6 +131,7 @@ class _Ctx:
     raw: dict[str, list[Any]] = field(default_factory=dict)
     ints: frozenset[str] = frozenset()  # the integer-typed columns
     grouping: list[list[tuple[bool, str]]] | None = None
+    contributors: dict[str, list[int]] = field(default_factory=dict)
 
     def value(self, r: int, col: str) -> Any:
         """The figure a rule checks: the bare aggregate when the lineage has it (``count(*) + 100`` is
@@ -155,7 +157,7 @@ def check(
     import pyarrow.types as pt
 
     ints = frozenset(f.name for f in t.data.schema if pt.is_integer(f.type))
-    x = _Ctx(t.data.to_pylist(), kinds, th, t.raw, ints, t.grouping)
+    x = _Ctx(t.data.to_pylist(), kinds, th, t.raw, ints, t.grouping, t.contributors)
     rules = [_keys(x, key_names), _row_level(x, t.people), _extremes(x), _small_cells(x), _small_rows(x, t.people),
              _dominance(x, t.shares), _survival(x.rows, x.labels, kinds, th.threshold),
              _differencing(x.rows, x.labels, x.of("count"), earlier, th.threshold)]  # fmt: skip
@@ -206,9 +208,15 @@ def _extremes(x: _Ctx) -> Rule:
 
 def _small_cells(x: _Ctx) -> Rule:
     k = x.th.threshold
-    counts = [c for c in x.kinds if x.kinds[c] == "count" or (x.kinds[c] in ("sum", "other") and c in x.ints)]
+    counts = [c for c in x.kinds if x.kinds[c] == "count" or (x.kinds[c] == "sum" and c in x.ints)]
     small = [x.cell(r, c) for r in range(len(x.rows)) for c in counts
              if isinstance(x.value(r, c), int | float) and 0 < x.value(r, c) < k]  # fmt: skip
+    small += [
+        x.cell(r, c, people_in_it=n)
+        for c, per in x.contributors.items()
+        for r, n in enumerate(per)
+        if 0 < n < k and x.rows[r][c] is not None
+    ]  # an amount is also a count of the people in it
     if small:
         return Rule("small_cells", "failed", f"{len(small)} counts between 1 and {k - 1}", small)
     return Rule("small_cells", "passed", f"counts checked: {', '.join(counts) or 'none'}")
@@ -216,11 +224,13 @@ def _small_cells(x: _Ctx) -> Rule:
 
 def _small_rows(x: _Ctx, people: list[int] | None) -> Rule:
     k = x.th.threshold
-    few = [r for r, n in enumerate(people or []) if 0 < n < k]
-    cells = [x.cell(r, c) for r in few for c in x.of("count", "sum", "mean", "other", "extreme")
-             if x.rows[r][c] is not None]  # fmt: skip
+    stats = x.of("count", "sum", "mean", "extreme")
+    few = [r for r, n in enumerate(people or []) if 0 < n < k
+           or (n == 0 and any(x.rows[r][c] not in (None, 0) for c in stats))]  # fmt: skip
+    cells = [x.cell(r, c) for r in few for c in stats if x.rows[r][c] is not None]
     if few:
-        return Rule("small_rows", "failed", f"{len(few)} rows describe 1 to {k - 1} people", cells)
+        return Rule("small_rows", "failed", f"{len(few)} rows describe 1 to {k - 1} people (or show figures of none)",
+                    cells)  # fmt: skip
     return Rule("small_rows", "passed", f"every row describes 0 or at least {k} people")
 
 
@@ -354,7 +364,7 @@ def _figures(x: _Ctx, flagged: set[tuple[int, str]]) -> Figures:
     for c in x.of("count", "sum"):
         for m, parts in margins:
             f.add_sum((m, c), [(p, c) for p in parts])
-    for total, columns in column_sums(x.rows, x.of("count")):
+    for total, columns in column_sums(x.rows, x.of("count", "sum")):
         for r in range(len(x.rows)):
             f.add_sum((r, total), [(r, c) for c in columns])
     return f
@@ -370,7 +380,8 @@ def _redact(
     masked = {key for key, v in shown.items() if v is None}
     secondary = sorted(masked - flagged, key=repr)
     masked |= flagged
-    counts = set(x.of("count"))
+    whole = {c for c in x.of("sum") if all(v is None or float(v).is_integer() for v in (r[c] for r in x.rows))}
+    counts = set(x.of("count")) | whole  # a whole-number sum may be a count in disguise: rounded alike
 
     def out(r: int, c: str) -> Any:
         v = x.rows[r][c]
