@@ -78,6 +78,22 @@ def approve(home: ProjectHome, data: bytes) -> str:
     return app.project
 
 
+def approved_minimal(cfg: Any, store: Any, project: str, expires: str, today: Any) -> None:
+    """A one-table application (RGST, C16 2015-2016), submitted by this process and approved by one
+    reviewer of group 4242, as it stood on ``today``."""
+    from kcure.projects.application import parse_application
+    from kcure.projects.lifecycle import Caller
+
+    doc = {"project": project, "title": "t", "principal_investigator": "nobody", "analysts": ["nobody"],
+           "purpose": "p", "irb": {"number": "1", "approved": f"{today.year}-01-01"},
+           "pledges": {"nobody": f"{today.year}-01-01"}, "cohort": {"sites": ["C16"], "years": [2015, 2016]},
+           "tables": {"RGST": {"columns": "all"}}, "expires": expires}  # fmt: skip
+    data = yaml.safe_dump(doc).encode()
+    app = parse_application(data, "a.yaml", cfg.library, cfg.privacy.window, today=today)
+    store.submit(app, data, Caller.this_process())
+    store.review(project, Caller("rev", 99999, frozenset({4242})), approve=True, note="ok")
+
+
 def reviewer(i: int) -> Any:
     from kcure.projects.lifecycle import Caller
 

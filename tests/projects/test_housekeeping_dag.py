@@ -11,31 +11,16 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
+from tests.projects.conftest import approved_minimal
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
 
 EXPIRED, TAMPERED, LIVE = "kc20261130301", "kc20261130302", "kc20261130303"
 OLD = time.time() - 400 * 86400
-
-
-def _project(cfg: Any, store: Any, project: str, expires: str) -> None:
-    from kcure.projects.application import parse_application
-    from kcure.projects.lifecycle import Caller
-
-    doc = {"project": project, "title": "t", "principal_investigator": "nobody", "analysts": ["nobody"],
-           "purpose": "p", "irb": {"number": "1", "approved": "2020-01-01"}, "pledges": {"nobody": "2020-01-01"},
-           "cohort": {"sites": ["C16"], "years": [2015, 2016]}, "tables": {"RGST": {"columns": "all"}},
-           "expires": expires}  # fmt: skip
-    data = yaml.safe_dump(doc).encode()
-    app = parse_application(data, "a.yaml", cfg.library, cfg.privacy.window, today=date(2020, 6, 1))
-    store.submit(app, data, Caller.this_process())
-    store.review(project, Caller("rev", 99999, frozenset({4242})), approve=True, note="ok")
 
 
 def _old(path: Path) -> Path:
@@ -56,9 +41,8 @@ def test_housekeeping_closes_verifies_and_purges(tmp_path: Path) -> None:
     home = tmp_path / "home"
     cfg = dataclasses.replace(load_config(), home=home)
     store = ProjectStore(home / "projects", Rules(os.getuid(), 4242, "c", 1), Audit.for_config(cfg))
-    _project(cfg, store, EXPIRED, "2021-01-31")
-    _project(cfg, store, TAMPERED, "2099-01-31")
-    _project(cfg, store, LIVE, "2099-01-31")
+    for project, expires in ((EXPIRED, "2021-01-31"), (TAMPERED, "2099-01-31"), (LIVE, "2099-01-31")):
+        approved_minimal(cfg, store, project, expires, date(2020, 6, 1))
     key_store(cfg).load_or_create(EXPIRED)
     log = store.folder(TAMPERED) / "events.jsonl"
     lines = log.read_text().splitlines()

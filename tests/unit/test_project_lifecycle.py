@@ -119,24 +119,15 @@ def test_expired_projects_are_closed_with_their_keys_destroyed(tmp_path, cfg) ->
     import os
     from datetime import date
 
-    import yaml
-
-    from kcure.projects.application import parse_application
     from kcure.projects.lifecycle import Caller, ProjectStore, Rules
     from kcure.projects.provisioning import close_expired, key_store
+    from tests.projects.conftest import approved_minimal
 
     home_cfg = dataclasses.replace(cfg, home=tmp_path)
     store = ProjectStore(tmp_path / "projects", Rules(os.getuid(), 4242, "c", 1), audit(tmp_path))
     me = Caller.this_process()
     for project, expires in (("kc20261130201", "2027-01-31"), ("kc20261130202", "2030-01-31")):
-        doc = {"project": project, "title": "t", "principal_investigator": "nobody", "analysts": ["nobody"],
-               "purpose": "p", "irb": {"number": "1", "approved": "2026-01-01"}, "pledges": {"nobody": "2026-01-01"},
-               "cohort": {"sites": ["C16"], "years": [2015, 2016]}, "tables": {"RGST": {"columns": "all"}},
-               "expires": expires}  # fmt: skip
-        data = yaml.safe_dump(doc).encode()
-        app = parse_application(data, "a.yaml", cfg.library, cfg.privacy.window, today=date(2026, 11, 30))
-        store.submit(app, data, me)
-        store.review(project, Caller("rev", 99999, frozenset({4242})), approve=True, note="ok")
+        approved_minimal(cfg, store, project, expires, date(2026, 11, 30))
         key_store(home_cfg).load_or_create(project)
     assert close_expired(home_cfg, store, me, today=date(2027, 2, 1)) == ["kc20261130201"]
     assert store.state("kc20261130201").status == "closed" and store.state("kc20261130201").note == "expired"

@@ -121,6 +121,13 @@ class Config:
         p = Path(value)
         return str(p if p.is_absolute() else self.home / p)
 
+    def project_path(self, key: str, default: str, env: str | None = None) -> Path:
+        """A research projects' location (``projects.<key>`` in pipeline.yaml, or the ``env`` variable):
+        an absolute path, or one relative to KCURE_HOME."""
+        raw = (os.environ.get(env) if env else None) or (self.pipeline.get("projects") or {}).get(key) or default
+        p = Path(raw)
+        return p if p.is_absolute() else self.home / p
+
     def local_path(self, name: str) -> Path:
         value = self.path(name)
         if "://" in value:

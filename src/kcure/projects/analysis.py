@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kcure.access.sandbox import DUCKDB, QueryRefused, TableFiles, connection, run
+from kcure.access.sandbox import QueryRefused, TableFiles, connection, run
 from kcure.projects.audit import file_sha256
 from kcure.projects.lifecycle import Caller, ProjectRefused, State
 
@@ -83,17 +83,13 @@ def extract_tables(ws: Workspace) -> dict[str, TableFiles]:
     out = {}
     for folder in sorted(p for p in ws.extract.iterdir() if p.is_dir() and TABLE.fullmatch(p.name)):
         files = tuple(str(f) for f in sorted(folder.glob("*.parquet")))
-        columns: tuple[tuple[str, str], ...] = ()
-        if files:
-            schema = pq.read_schema(files[0])
-            columns = tuple((f.name, ARROW_TO_ICEBERG.get(str(f.type), "string")) for f in schema)
-        out[folder.name] = TableFiles(files, columns) if files else TableFiles((), columns)
+        if not files:  # no file, no columns known: not a table the sandbox can show
+            continue
+        schema = pq.read_schema(files[0])
+        out[folder.name] = TableFiles(
+            files, tuple((f.name, ARROW_TO_ICEBERG.get(str(f.type), "string")) for f in schema)
+        )
     return out
-
-
-def _empty_safe(tables: dict[str, TableFiles]) -> dict[str, TableFiles]:
-    # a table with no file and no known columns cannot be a view: leave it out
-    return {n: t for n, t in tables.items() if t.files or (all(k in DUCKDB for _, k in t.columns) and t.columns)}
 
 
 def write_result(table: pa.Table, path: Path) -> None:
@@ -115,8 +111,9 @@ def run_sql(cfg: Config, ws: Workspace, sql: str) -> tuple[pa.Table, bool]:
     """One SELECT in the sandbox over the project's extract: the rows (capped) and whether there were more."""
     from kcure.access.query import limits
 
-    with connection({"main": _empty_safe(extract_tables(ws))}, limits(cfg)) as con:
-        return run(con, sql, limits(cfg))
+    lim = limits(cfg)
+    with connection({"main": extract_tables(ws)}, lim) as con:
+        return run(con, sql, lim)
 
 
 def query(

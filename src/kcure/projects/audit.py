@@ -62,8 +62,7 @@ def load_key(cfg: Config) -> AuditKey:
         if len(raw) < KEY_BYTES:
             raise AuditError(f"{ENV} is shorter than {KEY_BYTES} characters")
         return AuditKey("audit", raw.encode())
-    setting = (cfg.pipeline.get("projects") or {}).get("audit_key") or "keys/audit.key"
-    path = Path(setting) if Path(setting).is_absolute() else cfg.home / setting
+    path = cfg.project_path("audit_key", "keys/audit.key")
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -85,8 +84,7 @@ def load_key(cfg: Config) -> AuditKey:
 
 
 def heads_folder(cfg: Config) -> Path:
-    setting = (cfg.pipeline.get("projects") or {}).get("audit_heads") or "audit/heads"
-    return Path(setting) if Path(setting).is_absolute() else cfg.home / setting
+    return cfg.project_path("audit_heads", "audit/heads")
 
 
 @dataclass(frozen=True)

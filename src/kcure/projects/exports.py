@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import grp
 import html
 import itertools
 import json
@@ -94,18 +93,6 @@ def settings(cfg: Config) -> tuple[str, int]:
     )
 
 
-def _committee_gid(cfg: Config) -> int | None:
-    from kcure.projects.workspace import CUSTODIAN_GROUP
-
-    group, _ = settings(cfg)
-    if group == CUSTODIAN_GROUP:
-        return os.getgid()
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        return None
-
-
 def thresholds(cfg: Config) -> Thresholds:
     from kcure.projects.sdc import Thresholds
 
@@ -156,9 +143,8 @@ def _lineage_tables(ws: Workspace) -> dict[str, Any]:
     """The extract as the lineage reads it: a claim-line table without SN_KEY (T300, T400, T530) gets its
     claim's SN_KEY through MID from T200, so the people behind its rows are counted too."""
     from kcure.access.sandbox import TableFiles, _view
-    from kcure.projects.analysis import _empty_safe
 
-    tables = _empty_safe(extract_tables(ws))
+    tables = extract_tables(ws)
     keyed = {n for n, t in tables.items() if "SN_KEY" in {c for c, _ in t.columns}}
     out = {}
     for name, t in tables.items():
@@ -344,19 +330,29 @@ def _plot(spec: str, table: pa.Table) -> dict[str, Any]:
     return {"kind": kind, "x": x, "y": y, "group": group}
 
 
-def _request(store: ProjectStore, cfg: Config, rid: str) -> tuple[State, Request]:
+def _project_of(rid: str) -> str:
     m = REQUEST_ID.fullmatch(rid or "")
     if not m:
         raise ProjectRefused(f"{str(rid)[:40]!r} is not an export request id (kcYYYYMMDDNNN-xNNN)")
-    state = store.state(m.group(1))
+    return m.group(1)
+
+
+def _find(state: State, rid: str) -> Request:
     req = requests(state).get(rid)
     if req is None:
         raise ProjectRefused(f"no export request {rid}")
-    return state, req
+    return req
+
+
+def _request(store: ProjectStore, rid: str) -> tuple[State, Request]:
+    state = store.state(_project_of(rid))
+    return state, _find(state, rid)
 
 
 def _is_reviewer(cfg: Config, caller: Caller) -> bool:
-    gid = _committee_gid(cfg)
+    from kcure.projects.workspace import group_gid
+
+    gid = group_gid(settings(cfg)[0])
     return gid is not None and gid in caller.groups
 
 
@@ -367,9 +363,11 @@ def review(cfg: Config, store: ProjectStore, rid: str, caller: Caller, *, approv
         raise ProjectRefused(f"{caller.user} is not in the export committee's group {group}")
     if not note.strip():
         raise ProjectRefused("a review needs a note saying why")
-    state, req = _request(store, cfg, rid)
-    with store.locked(state.project) as s:
-        req = requests(s)[rid]
+    project = _project_of(rid)
+    if project not in store.ids():  # refused before the lock, which would make the project's folder
+        raise ProjectRefused(f"no export request {rid}")
+    with store.locked(project) as s:  # the log is read once, under the lock
+        req = _find(s, rid)
         if caller.user == req.by:
             raise ProjectRefused(f"{caller.user} requested {rid}: the requester cannot review their own request")
         if caller.user in s.people:
@@ -422,9 +420,9 @@ def _release(store: ProjectStore, project: str, rid: str, req: Request) -> dict[
 
 
 def visible(cfg: Config, store: ProjectStore, state: State, caller: Caller) -> bool:
-    from kcure.projects.workspace import _visible
+    from kcure.projects import workspace
 
-    return _is_reviewer(cfg, caller) or _visible(store, caller, state)
+    return _is_reviewer(cfg, caller) or workspace.visible(store, caller, state)
 
 
 def listing(cfg: Config, store: ProjectStore, project: str, caller: Caller) -> dict[str, Any]:
@@ -443,7 +441,7 @@ def listing(cfg: Config, store: ProjectStore, project: str, caller: Caller) -> d
 def show(cfg: Config, store: ProjectStore, rid: str, caller: Caller) -> dict[str, Any]:
     """What a reviewer reads: the request, the query, the table and its checked copy, the checks, and
     the project's earlier exports beside it."""
-    state, req = _request(store, cfg, rid)
+    state, req = _request(store, rid)
     if not visible(cfg, store, state, caller):
         raise ProjectRefused(f"no export request {rid}")
     folder = _folder(store, state.project, "exports", rid)
@@ -458,7 +456,7 @@ def show(cfg: Config, store: ProjectStore, rid: str, caller: Caller) -> dict[str
 
 def fetch(cfg: Config, store: ProjectStore, rid: str, caller: Caller) -> dict[str, Any]:
     """A released export's files, for someone on the project."""
-    state, req = _request(store, cfg, rid)
+    state, req = _request(store, rid)
     if caller.user not in state.people:
         raise ProjectRefused(f"no export request {rid} that {caller.user} may fetch")
     if req.status != "released":

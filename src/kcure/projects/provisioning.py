@@ -26,7 +26,6 @@ Layout (all the custodian's, owner-only)::
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -69,9 +68,7 @@ class Paths:
 
 
 def key_store(cfg: Config) -> KeyStore:
-    raw = os.environ.get("KCURE_PROJECT_KEYS") or (cfg.pipeline.get("projects") or {}).get("keys") or "keys/projects"
-    path = Path(raw)
-    return KeyStore(path if path.is_absolute() else cfg.home / path)
+    return KeyStore(cfg.project_path("keys", "keys/projects", env="KCURE_PROJECT_KEYS"))
 
 
 def _previous(store: ProjectStore, state: State) -> dict[str, Any] | None:

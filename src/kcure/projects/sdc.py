@@ -101,7 +101,7 @@ def classify(data: pa.Table, kinds: dict[str, str], declared: set[str]) -> dict[
     out = {}
     for f in data.schema:
         kind = kinds.get(f.name, "label")
-        if f.name in declared or (kind in ("sum", "other", "label") and _is_int(f.type) and COUNT_NAME.search(f.name)):
+        if f.name in declared or (kind in ("sum", "label") and _is_int(f.type) and COUNT_NAME.search(f.name)):
             kind = "count"
         out[f.name] = kind
     return out

@@ -48,31 +48,31 @@ def settings(cfg: Config) -> dict[str, Any]:
 
 
 def socket_path(cfg: Config) -> Path:
-    raw = os.environ.get("KCURE_WORKSPACE_SOCKET") or settings(cfg).get("socket") or "run/workspace.sock"
-    path = Path(raw)
-    return path if path.is_absolute() else cfg.home / path
+    return cfg.project_path("socket", "run/workspace.sock", env="KCURE_WORKSPACE_SOCKET")
+
+
+def group_gid(group: str) -> int | None:
+    """A committee's OS group id; None when the group does not exist here (then nobody is in it)."""
+    if group == CUSTODIAN_GROUP:  # the demo environment only: the custodian's own group reviews
+        return os.getgid()
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+def visible(store: ProjectStore, caller: Caller, state: State) -> bool:
+    """The custodian and the committee see every project; a project's own people see theirs."""
+    r = store.rules
+    committee = r.committee_gid is not None and r.committee_gid in caller.groups
+    return caller.uid == r.custodian_uid or committee or caller.user in state.people
 
 
 def store_for(cfg: Config, custodian_uid: int) -> ProjectStore:
     s = settings(cfg)
     group = str(s.get("committee_group", "kcure-committee"))
-    gid: int | None
-    if group == CUSTODIAN_GROUP:  # the demo environment only: the custodian's own group reviews
-        gid = os.getgid()
-    else:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            gid = None
-    rules = Rules(custodian_uid, gid, group, int(s.get("reviewers_required", 2)))
+    rules = Rules(custodian_uid, group_gid(group), group, int(s.get("reviewers_required", 2)))
     return ProjectStore(cfg.home / "projects", rules, Audit.for_config(cfg))
-
-
-def _visible(store: ProjectStore, caller: Caller, state: State) -> bool:
-    """The custodian and the committee see every project; a project's own people see theirs."""
-    r = store.rules
-    committee = r.committee_gid is not None and r.committee_gid in caller.groups
-    return caller.uid == r.custodian_uid or committee or caller.user in state.people
 
 
 def _summary(s: State) -> dict[str, Any]:
@@ -115,11 +115,11 @@ def handle(cfg: Config, store: ProjectStore, caller: Caller, command: str, args:
     if command.startswith("export_"):
         return _export(cfg, store, caller, command.removeprefix("export_"), args)
     if command == "list":
-        rows = [_summary(s) for s in map(store.state, store.ids()) if _visible(store, caller, s)]
+        rows = [_summary(s) for s in map(store.state, store.ids()) if visible(store, caller, s)]
         return {"message": f"{len(rows)} project{'s' if len(rows) != 1 else ''}", "data": rows}
     if command == "show":
         state = store.state(str(args.get("project", "")))
-        if state.status == "none" or not _visible(store, caller, state):
+        if state.status == "none" or not visible(store, caller, state):
             raise ProjectRefused(f"no project {str(args.get('project', ''))[:40]!r} that {caller.user} may see")
         return {"message": state.project, "data": {**_summary(state), "events": state.events}}
     raise ProjectRefused(f"unknown command {command[:40]!r} (one of {', '.join(COMMANDS)})")
