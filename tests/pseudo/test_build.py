@@ -210,3 +210,23 @@ def test_build_refuses_to_run_without_secrets(staged_local) -> None:  # type: ig
     assert "at least 32 bytes" in proc.stderr and "too-short" not in proc.stderr
     assert not (local_cfg.home / "pseudonymized" / "nope").exists()
     assert TEST_LINKAGE_SECRET not in proc.stderr
+
+
+def test_footer_schemas_equal_what_spark_infers_in_every_zone(built: Build, staged_local, spark) -> None:  # type: ignore[no-untyped-def]
+    """The stages read Parquet with a schema taken from one footer (no inference job): it must be the
+    schema Spark itself would infer, or the outputs would change."""
+    from kcure.core.spark import parquet_schema
+
+    local_cfg, _ = staged_local
+    roots = [p.parent for p in sorted((local_cfg.home / "staging").glob("*/*/v-*/*.parquet"))[:5]]
+    roots += [p for p in sorted(built.pseudo.iterdir()) if p.is_dir()]
+    roots += [p for p in sorted(built.out.iterdir()) if p.is_dir() and not p.name.startswith("_")]
+    roots += [p for p in sorted((built.out / "_lineage").iterdir())]
+    roots += [p for p in sorted(built.protected.iterdir()) if p.is_dir()]
+    assert len(roots) > 30
+    partitioned = 0
+    for root in roots:
+        mine = parquet_schema(root)
+        assert mine == spark.read.parquet(str(root)).schema, root
+        partitioned += "_year" in mine.fieldNames() and root.parent == built.pseudo
+    assert partitioned >= 8  # the pseudonymized feeds' _year folders were seen as a partition column

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kcure.core import transforms as T
 from kcure.core.contract import parent_of
+from kcure.core.spark import read_parquet
 from kcure.core.zones import DICTIONARY, LINEAGE, LINKAGE_REPORT, LINKAGE_STATUSES, restrict_tree
 
 if TYPE_CHECKING:
@@ -224,10 +225,8 @@ def empty_table(spark: SparkSession, table: LibraryTable) -> DataFrame:
     return spark.createDataFrame([], fields)
 
 
-def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTable, out: Path) -> list[dict[str, Any]]:
-    """The table's rows and the feed's lineage; the report rows of the feed counted from that lineage."""
-    from pyspark.sql import functions as F
-
+def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTable, out: Path) -> None:
+    """The table's rows and the feed's lineage (the report is counted from every feed's lineage at the end)."""
     # Two writes, each recomputing its own narrow plan: Spark prunes each one's join to the columns
     # it writes, which costs less than caching every column of a feed. Both see the same rows:
     # every input is deterministic (the parents and person facts are cached).
@@ -235,65 +234,57 @@ def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTabl
     library_columns(df.where("_in_library"), table).write.mode("overwrite").parquet(str(out / table.name))
     spark.sparkContext.setJobDescription(f"link: {feed} lineage")
     df.select(*LINEAGE_COLUMNS).write.mode("overwrite").parquet(str(out / LINEAGE / feed))
-    spark.sparkContext.setJobDescription(f"link: {feed} report")
-    written = spark.read.parquet(str(out / LINEAGE / feed))
+
+
+def report(spark: SparkSession, lineage: list[Path]) -> list[dict[str, Any]]:
+    """The linkage report of every feed-year, counted from the written lineage in one query.
+
+    Rows are first grouped by feed, year and the person behind a kept linked or unlinked record (every
+    other row falls in its feed-year's one group without a person), then by feed and year: the
+    second level sums the counts and counts the people, so no count-distinct expands row by row and
+    one pass serves every feed. An unlinked record about nobody known (no ``_who``) counts as one person.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    spark.sparkContext.setJobDescription("link: report")
+    written = reduce(lambda a, b: a.unionByName(b), [read_parquet(spark, p) for p in lineage])
     kept = ~F.col("_dup") & ~F.col("_conflict_drop")
+    linked = F.col("_status").startswith("linked")
+    who = F.when(linked, F.col("SN_KEY")).otherwise(F.coalesce(F.col("_who"), F.lit("")))
+    person = kept & (linked | (F.col("_status") == "unlinked")) & who.isNotNull()
 
     def n(cond: Any) -> Any:
-        return F.sum(F.when(cond, 1).otherwise(0))
+        return F.sum(F.when(cond, 1).otherwise(0)).alias("n")
 
+    counts = {
+        "staged": F.lit(True),
+        **{s: (F.col("_status") == s) & kept for s in LINKAGE_STATUSES},
+        "duplicates_dropped": F.col("_dup"),
+        "conflicts_dropped": ~F.col("_dup") & F.col("_conflict_drop"),
+        "sex_conflicts_flagged": F.col("_sex_conflict"),
+        "in_library": F.col("_in_library"),
+    }
+    first = written.groupBy(
+        "_feed", "_year", F.when(person, linked).alias("_linked"), F.when(person, who).alias("_p")
+    ).agg(*[n(cond).alias(name) for name, cond in counts.items()])
     rows = (
-        written.groupBy("_feed", "_year")
+        first.groupBy("_feed", "_year")
         .agg(
-            F.count(F.lit(1)).alias("staged"),
-            *[n((F.col("_status") == s) & kept).alias(s) for s in LINKAGE_STATUSES],
-            n(F.col("_dup")).alias("duplicates_dropped"),
-            n(~F.col("_dup") & F.col("_conflict_drop")).alias("conflicts_dropped"),
-            n(F.col("_sex_conflict")).alias("sex_conflicts_flagged"),
-            n(F.col("_in_library")).alias("in_library"),
+            *[F.sum(name).alias(name) for name in counts],
+            F.sum(F.when(F.col("_linked"), 1).otherwise(0)).alias("linked_persons"),
+            F.sum(F.when(~F.col("_linked"), 1).otherwise(0)).alias("unlinked_persons"),
         )
         .collect()
     )
-    persons = _persons(written, kept)
-    return [
-        {**{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()},
-         **persons.get((row["_feed"], row["_year"]), {"linked_persons": 0, "unlinked_persons": 0})}
-        for row in rows
-    ]  # fmt: skip
-
-
-def _persons(written: DataFrame, kept: Any) -> dict[tuple[Any, Any], dict[str, int]]:
-    """The people behind the linked and the unlinked records of each feed-year: one distinct pass over
-    (feed, year, kind, person), not two count-distincts, which Spark would expand row by row. An unlinked
-    record about nobody known (no ``_who``) counts as one person."""
-    from pyspark.sql import functions as F
-
-    linked = F.col("_status").startswith("linked")
-    unlinked = F.col("_status") == "unlinked"
-    who = F.when(linked, F.col("SN_KEY")).otherwise(F.coalesce(F.col("_who"), F.lit("")))
-    distinct = (
-        written.where(kept & (linked | unlinked))
-        .select("_feed", "_year", linked.alias("_linked"), who.alias("_p"))
-        .where(F.col("_p").isNotNull())
-        .distinct()
-    )
-    counts = distinct.groupBy("_feed", "_year").agg(
-        F.sum(F.col("_linked").cast("int")).alias("linked_persons"),
-        F.sum((~F.col("_linked")).cast("int")).alias("unlinked_persons"),
-    )
-    return {
-        (r["_feed"], r["_year"]): {
-            "linked_persons": int(r["linked_persons"]),
-            "unlinked_persons": int(r["unlinked_persons"]),
-        }
-        for r in counts.collect()
-    }
+    return [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in rows]
 
 
 def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out: Path) -> LinkResult:
     """Link the pseudonymized feeds in ``src`` into the library tables, report and lineage in ``out``."""
     by_feed = cfg.library.by_feed
-    feeds = {f: spark.read.parquet(str(src / f)) for f in cfg.feeds if f in by_feed and (src / f).exists()}
+    feeds = {f: read_parquet(spark, src / f) for f in cfg.feeds if f in by_feed and (src / f).exists()}
     registry = cfg.library.tables[cfg.library.cohort.table].source
     if registry not in feeds:
         raise RuntimeError(f"no pseudonymized {registry} in {src}: nothing defines the cohort")
@@ -301,9 +292,10 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out
     result = LinkResult(out, {})
     for f, df in assign(cfg, feeds, who).items():
         table = cfg.library.tables[by_feed[f]]
-        result.report += write_feed(spark, resolve_conflicts(cfg, df, table, who.facts), f, table, out)
+        write_feed(spark, resolve_conflicts(cfg, df, table, who.facts), f, table, out)
         result.tables[table.name] = 0
     who.release()
+    result.report = report(spark, [out / LINEAGE / f for f in feeds])
     for name, table in cfg.library.tables.items():
         if table.source in feeds:
             continue

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from kcure.core import kanon as P
 from kcure.core.contract import parent_of
 from kcure.core.recoding import apply_reveals, person_qis, persons, threat_model
+from kcure.core.spark import parquet_rows, read_parquet
 from kcure.core.zones import PRIVACY, link_or_copy_tree, restrict_tree, restricted_dir
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
     """Protect the linked tables in ``src`` into ``out``; returns what ``_privacy.json`` records."""
     rules = cfg.privacy
     qis = list(rules.quasi_identifiers)
-    tables = {n: spark.read.parquet(str(src / n)) for n in cfg.library.tables if (src / n).is_dir()}
+    tables = {n: read_parquet(spark, src / n) for n in cfg.library.tables if (src / n).is_dir()}
     pdf: Any = person_qis(tables["RGST"], tables["BFC"], "SIDO" in qis).toPandas()
     people = pdf.set_index("SN_KEY")
     people["_dbyear"] = people["DBYEAR"].astype("object").where(people["DBYEAR"].notna(), None)
@@ -118,7 +119,7 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
             continue
         spark.sparkContext.setJobDescription(f"protect: {name}")
         new[name].select(*df.columns).write.mode("overwrite").parquet(str(out / name))
-        metrics["rows_dropped"][name] = df.count() - spark.read.parquet(str(out / name)).count()
+        metrics["rows_dropped"][name] = parquet_rows(src / name) - parquet_rows(out / name)
     metrics["success"] = True
     _write_privacy(out, metrics)
     return metrics

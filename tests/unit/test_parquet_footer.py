@@ -1,0 +1,48 @@
+"""Reading a Parquet folder's schema and row count from its footers, as the stages do instead of a Spark job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kcure.core.spark import parquet_rows, parquet_schema
+
+pytestmark = pytest.mark.unit
+
+
+def _folder(tmp_path: Path) -> Path:
+    root = tmp_path / "hira_t200"
+    t = pa.table({"MID": ["a", "b", None], "N": pa.array([1, 2, 3], pa.int16()), "D": pa.array([1, 2, 3], pa.date32())})
+    for year, rows in ((2015, t), (2016, t.slice(0, 2))):
+        (root / f"_year={year}").mkdir(parents=True)
+        pq.write_table(rows, root / f"_year={year}" / "part-00000.snappy.parquet")
+    (root / "_SUCCESS").write_text("")  # Spark's marker, our reuse key and checksum files are not data
+    (root / "_REUSE_KEY").write_text("{}")
+    (root / "_year=2015" / ".part-00000.snappy.parquet.crc").write_bytes(b"\0")
+    (root / "_temporary" / "0").mkdir(parents=True)
+    pq.write_table(t, root / "_temporary" / "0" / "part-99999.parquet")  # an unfinished write
+    return root
+
+
+def test_rows_are_summed_over_data_files_only(tmp_path: Path) -> None:
+    root = _folder(tmp_path)
+    assert parquet_rows(root) == 5
+    assert parquet_rows(root / "_year=2016" / "part-00000.snappy.parquet") == 2
+
+
+def test_schema_adds_the_partition_column_last_and_makes_every_field_nullable(tmp_path: Path) -> None:
+    from pyspark.sql.types import DateType, IntegerType, ShortType, StringType
+
+    schema = parquet_schema(_folder(tmp_path))
+    assert [(f.name, f.dataType, f.nullable) for f in schema.fields] == [
+        ("MID", StringType(), True),
+        ("N", ShortType(), True),
+        ("D", DateType(), True),
+        ("_year", IntegerType(), True),
+    ]
+    empty = tmp_path / "empty"
+    (empty / "_temporary").mkdir(parents=True)
+    assert parquet_schema(empty) is None  # no data file: the caller lets Spark decide
