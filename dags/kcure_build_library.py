@@ -37,9 +37,11 @@ shipping the `kcure` package and the configuration. Secrets go to the job as own
 never on a command line.
 
 **Re-delivery / backfill**: a new delivery `dNNN` of one feed-year is staged by `kcure_ingest`,
-which triggers this DAG. Each build recomputes the whole library from what is staged (every feed's
-`CURRENT` version); the staged, unchanged feed-years are not re-parsed. The new release gets a new
-tag; older releases stay queryable.
+which triggers this DAG. Each build recomputes the library from what is staged (every feed's
+`CURRENT` version); unchanged feed-years are not re-parsed, and `pseudonymize` links an earlier
+build's output of every feed whose staged versions, configuration, code and secrets are unchanged
+(its summary and the release manifest say which: `reused`). The new release gets a new tag; older
+releases stay queryable.
 
 **Failures** call `kcure.alerts.on_failure`: an operator message in the log and in
 `$KCURE_HOME/reports/alerts.jsonl`, and a POST to the `kcure_alerts` connection if it exists.

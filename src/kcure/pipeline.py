@@ -102,7 +102,7 @@ def _pseudonymize(run: Run) -> dict[str, Any]:
 
     inputs = staged_inputs(run.cfg)  # what this build reads: the manifest records it, not staging at publish time
     r = pseudonymize.run(run.spark, run.cfg, run.secrets, run.zones.pseudonymized)
-    return {"feeds": r.feeds, "missing": r.missing, "out": str(r.out), "inputs": inputs}
+    return {"feeds": r.feeds, "missing": r.missing, "reused": r.reused, "out": str(r.out), "inputs": inputs}
 
 
 def _link(run: Run) -> dict[str, Any]:

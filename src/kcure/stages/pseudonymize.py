@@ -11,10 +11,20 @@ column made ``from`` a source column by its ``rule`` (generalizations with the p
 no source key. Exact duplicates are flagged here, where the whole delivered record is visible, and
 ``_SEX`` keeps a feed's own sex for the link stage's conflict count. Lineage (``_feed, _year,
 _delivery, _file, _line``) is kept for accounting.
+
+**Reuse.** A pseudonymized feed is a function of the live staged version of every year of that
+feed (exact duplicates are recognized across the feed's years), the configuration that shapes it
+(``feeds.yaml``, ``library.yaml``, ``privacy.yaml``), this stage's code and the two secrets. Their
+digest, :func:`feed_key`, is written next to the output as ``_REUSE_KEY`` after the write. A later
+build whose key for a feed equals an earlier build's links that build's files (hard links, no
+bytes copied) instead of pseudonymizing the feed again, and says so in its summary and in the
+release manifest. ``builds.reuse: false`` in ``conf/pipeline.yaml`` turns this off.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from kcure.core import transforms as T
 from kcure.core.staging import Staging
+from kcure.core.zones import link_or_copy_tree
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -40,22 +51,74 @@ class PseudonymizeResult:
     out: Path
     feeds: list[str]  # the feeds that had staged data
     missing: list[str] = field(default_factory=list)  # the feeds with nothing staged
+    reused: dict[str, str] = field(default_factory=dict)  # feed -> the earlier build whose output it links
+
+
+REUSE_KEY = "_REUSE_KEY"
+#: the configuration files a pseudonymized feed depends on
+CONF = ("feeds.yaml", "library.yaml", "privacy.yaml")
+
+
+def code_digest() -> str:
+    """sha256 of the code that shapes a pseudonymized feed: this module, every ``kcure.core`` module
+    (transforms, rules, configuration, keys) and the Spark version that runs it."""
+    import pyspark
+
+    here = Path(__file__).resolve()
+    h = hashlib.sha256(pyspark.__version__.encode())
+    for path in [here, *sorted((here.parent.parent / "core").glob("*.py"))]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def feed_key(cfg: Config, staging: Staging, feed: str, secrets: dict[str, Secret], code: str) -> str:
+    """The digest a pseudonymized feed is a function of (see the module's "Reuse")."""
+    versions = {}
+    for year_dir in sorted((staging.root / feed).glob("[0-9]" * 4)):
+        cur = staging.current(feed, int(year_dir.name))
+        if cur is not None:
+            versions[year_dir.name] = cur.version
+    conf = hashlib.sha256()
+    for name in CONF:
+        conf.update(name.encode())
+        conf.update((cfg.conf_dir / name).read_bytes())
+    doc = {
+        "feed": feed,
+        "staged": versions,
+        "conf": conf.hexdigest(),
+        "code": code,
+        "secrets": {kind: s.fingerprint() for kind, s in sorted(secrets.items())},
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def reusable(out: Path, feed: str, key: str) -> Path | None:
+    """The newest earlier build's output of ``feed`` made from exactly the same inputs, if one is left."""
+    found = []
+    for candidate in out.parent.glob(f"*/{feed}/{REUSE_KEY}"):
+        if candidate.parent.parent == out:
+            continue
+        try:
+            if json.loads(candidate.read_text(encoding="utf-8")).get("key") == key:
+                found.append((candidate.stat().st_mtime, candidate.parent))
+        except (OSError, ValueError):
+            continue
+    return max(found)[1] if found else None
 
 
 def read_staged(spark: SparkSession, staging: Staging, feed: str) -> DataFrame | None:
     """The live staged version of every year of a feed, with ``_feed`` and ``_year``."""
     from pyspark.sql import functions as F
 
+    from kcure.core.spark import read_parquet
+
     frames = []
     for year_dir in sorted((staging.root / feed).glob("[0-9]" * 4)):
         path = staging.current_path(feed, int(year_dir.name))
         if path is None:
             continue
-        df = (
-            spark.read.parquet(str(path))
-            .withColumn("_feed", F.lit(feed))
-            .withColumn("_year", F.lit(int(year_dir.name)))
-        )
+        df = read_parquet(spark, path).withColumn("_feed", F.lit(feed)).withColumn("_year", F.lit(int(year_dir.name)))
         frames.append(df)
     if not frames:
         return None
@@ -147,9 +210,18 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
     tables = cfg.library.by_feed
     result = PseudonymizeResult(out, [])
+    reuse = bool(cfg.pipeline.get("builds", {}).get("reuse", True))
+    code = code_digest()
     for name, feed in cfg.feeds.items():
         if name not in tables:
             continue  # a feed no table is made from is not read at all
+        key = feed_key(cfg, staging, name, secrets, code)
+        earlier = reusable(out, name, key) if reuse else None
+        if earlier is not None:
+            link_or_copy_tree(earlier, out / name)
+            result.feeds.append(name)
+            result.reused[name] = earlier.parent.name
+            continue
         df = read_staged(spark, staging, name)
         if df is None:
             result.missing.append(name)
@@ -158,5 +230,6 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
         pseudo = pseudonymize_feed(T.with_keys(df, keys), feed, table, cfg.privacy.generalization)
         spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names the Spark jobs in the UI/event log
         pseudo.write.mode("overwrite").partitionBy("_year").parquet(str(out / name))
+        (out / name / REUSE_KEY).write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")  # last: complete
         result.feeds.append(name)
     return result
