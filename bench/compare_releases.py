@@ -41,7 +41,10 @@ def _view(con: Any, cat: SqlCatalog, schema: str, name: str, snapshot: int) -> N
     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     if files:
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        con.execute(f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}])')
+        # the files' own columns only: their folder (release=<tag>) is not a column of the table
+        con.execute(
+            f'CREATE VIEW "{schema}".{name} AS SELECT * FROM read_parquet([{listing}], hive_partitioning=false)'
+        )
     else:
         arrow = cat.load_table(f"library.{name}").scan(snapshot_id=snapshot).to_arrow()
         con.register(f"_{schema}_{name}", arrow)
@@ -89,6 +92,23 @@ def _gates(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"success": g.get("success"), "checks": g.get("checks")}
 
 
+def compare_releases(
+    home_a: Path, tag_a: str, home_b: Path, tag_b: str, ignore_new_keys: bool = False
+) -> dict[str, Any]:
+    """Every table row for row, and the manifests' linkage report, privacy, gates and row counts."""
+    cat_a, snaps_a, man_a = _release(home_a, tag_a)
+    cat_b, snaps_b, man_b = _release(home_b, tag_b)
+    result: dict[str, Any] = {"tables": compare_tables((cat_a, snaps_a), (cat_b, snaps_b))}
+    man_a["gates"], man_b["gates"] = _gates(man_a), _gates(man_b)
+    for key in ("linkage_report", "privacy", "gates", "row_counts"):
+        equal, extra = compare_json(man_a.get(key), man_b.get(key), ignore_new_keys)
+        result[key] = {"equal": equal, **({"keys_only_in_b": extra} if extra else {})}
+    ok = all(t["equal"] for t in result["tables"].values()) and all(
+        result[k]["equal"] for k in ("linkage_report", "privacy", "gates", "row_counts")
+    )
+    return {"equal": ok, **result}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("home_a", type=Path)
@@ -97,18 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("tag_b")
     ap.add_argument("--ignore-new-keys", action="store_true")
     args = ap.parse_args(argv)
-    cat_a, snaps_a, man_a = _release(args.home_a, args.tag_a)
-    cat_b, snaps_b, man_b = _release(args.home_b, args.tag_b)
-    result: dict[str, Any] = {"tables": compare_tables((cat_a, snaps_a), (cat_b, snaps_b))}
-    man_a["gates"], man_b["gates"] = _gates(man_a), _gates(man_b)
-    for key in ("linkage_report", "privacy", "gates", "row_counts"):
-        equal, extra = compare_json(man_a.get(key), man_b.get(key), args.ignore_new_keys)
-        result[key] = {"equal": equal, **({"keys_only_in_b": extra} if extra else {})}
-    ok = all(t["equal"] for t in result["tables"].values()) and all(
-        result[k]["equal"] for k in ("linkage_report", "privacy", "gates", "row_counts")
-    )
-    print(json.dumps({"equal": ok, **result}, indent=2))
-    return 0 if ok else 1
+    result = compare_releases(args.home_a, args.tag_a, args.home_b, args.tag_b, args.ignore_new_keys)
+    print(json.dumps(result, indent=2))
+    return 0 if result["equal"] else 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import stat
 import subprocess
 import sys
 import threading
@@ -44,10 +45,15 @@ def du(path: Path) -> int:
     if not path.exists():
         return 0
     seen: dict[tuple[int, int], int] = {}
-    for f in path.rglob("*"):
-        if f.is_file() and not f.is_symlink():
-            st = f.stat()
-            seen[(st.st_dev, st.st_ino)] = st.st_size
+    # os.walk skips what vanishes under it (a stopping JVM still removing its temporary folders)
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISLNK(st.st_mode):
+                seen[(st.st_dev, st.st_ino)] = st.st_size
     return sum(seen.values())
 
 
@@ -214,7 +220,13 @@ def bench_provision(py: str, env: dict[str, str], work: Path, home: Path, logs: 
 
 
 def bench(
-    scale: float | None, patients: int | None, work: Path, seed: int, reuse: bool, sites: str = "C16"
+    scale: float | None,
+    patients: int | None,
+    work: Path,
+    seed: int,
+    reuse: bool,
+    sites: str = "C16",
+    redeliver: str | None = None,
 ) -> dict[str, Any]:
     py = sys.executable
     n = patients if patients is not None else max(1, round(K_CURE_PATIENTS * float(scale or 0)))
@@ -283,6 +295,8 @@ def bench(
         s["rows_per_second"] = round(s["rows_in"] / s["seconds"]) if s["seconds"] else None
         s["x_floor"] = round(s["seconds"] / floor["seconds"], 2)
     result["stages"] = out
+    if redeliver:
+        result["redelivery"] = bench_redelivery(py, env, landing, home, logs, redeliver, out)
     result["provision"] = bench_provision(py, env, work, home, logs, sites)
     result["spark_stages"] = slowest_spark_stages(events)
     total = sum(s["seconds"] for s in out)
@@ -296,6 +310,58 @@ def bench(
         "x_floor": round(total / floor["seconds"], 2),
     }
     return result
+
+
+def bench_redelivery(
+    py: str, env: dict[str, str], landing: Path, home: Path, logs: Path, what: str, full: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A re-delivery of one feed-year (``FEED/YEAR``: its latest files sent again as a new delivery, so a
+    new staged version) ingested and built again as release ``bench-re``, each step its own process.
+
+    The build reuses every pseudonymized feed whose inputs did not change (the manifest's "reused"
+    says which) and must release exactly the rows of the full build: every table is compared row
+    for row with the first release, with the linkage report, privacy result, gates and row counts.
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_releases", REPO / "bench" / "compare_releases.py")
+    assert spec is not None and spec.loader is not None
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    feed, year = what.split("/")
+    src = landing / feed / year
+    latest = max(p for p in src.iterdir() if (p / "_MANIFEST.json").exists())
+    number = int(latest.name[1:]) + 1
+    target = src / f"d{number:03d}"
+    subprocess.run(["rm", "-rf", str(target)], check=True)
+    subprocess.run(["cp", "-r", str(latest), str(target)], check=True)
+    manifest = json.loads((target / "_MANIFEST.json").read_text(encoding="utf-8"))
+    (target / "_MANIFEST.json").write_text(json.dumps({**manifest, "delivery": number}), encoding="utf-8")
+    build = "bench-re"
+    steps = [
+        ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--feeds", feed, "--years", year,
+                    "--no-data-docs"]),
+        *[(name, [py, str(REPO / "jobs" / f"{name}.py"), "--build", build]) for name in SPARK_STAGES],
+        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
+    ]  # fmt: skip
+    try:
+        out = [run_stage(name, cmd, env, home, logs / f"redelivery-{name}.log") for name, cmd in steps]
+    finally:
+        subprocess.run(["rm", "-rf", str(target)], check=True)  # the landing stays as generated
+    pseudo = json.loads((home / "reports" / "builds" / build / "pseudonymize.json").read_text(encoding="utf-8"))
+    seconds = sum(s["seconds"] for s in out)
+    full_seconds = sum(s["seconds"] for s in full)
+    build_only = sum(s["seconds"] for s in out if s["stage"] != "ingest")
+    full_build = sum(s["seconds"] for s in full if s["stage"] != "ingest")
+    return {
+        "feed_year": what,
+        "steps": out,
+        "seconds": round(seconds, 2),
+        "x_full": round(seconds / full_seconds, 3),
+        "build_x_full_build": round(build_only / full_build, 3),
+        "reused": pseudo.get("reused") or {},
+        "compared": compare.compare_releases(home, "bench", home, build),
+    }
 
 
 def slowest_spark_stages(events: Path, top: int = 10) -> list[dict[str, Any]]:
@@ -388,6 +454,27 @@ def markdown(r: dict[str, Any]) -> str:
             f"{pf['rows_per_second']:,} | {pf['cpu_seconds']:,.1f} | {pf['peak_rss_mb']:,} | "
             f"{pf['disk_written_mb']:,} | 1.00 |",
         ]
+    if r.get("redelivery"):
+        v = r["redelivery"]
+        c = v["compared"]
+        lines += [
+            "",
+            f"re-delivery of {v['feed_year']} (release bench-re; pseudonymized feeds reused from the full build: "
+            f"{len(v['reused'])}, {', '.join(sorted(v['reused'])) or 'none'}):",
+            "",
+            "| step | wall s | CPU s | peak mem MB (PSS) | disk MB |",
+            "|---|---:|---:|---:|---:|",
+            *[
+                f"| {s['stage']} | {s['seconds']:,.1f} | {s['cpu_seconds']:,.1f} | {s['peak_rss_mb']:,} | "
+                f"{s['disk_written_mb']:,} |"
+                for s in v["steps"]
+            ],
+            f"| **re-delivery** | {v['seconds']:,.1f} | | | |",
+            "",
+            f"{v['x_full']:.0%} of the full run's time (build stages alone: {v['build_x_full_build']:.0%}); "
+            f"released rows {'identical' if c['equal'] else 'DIFFERENT'} to the full build's "
+            f"({sum(int(t.get('rows', 0)) for t in c['tables'].values()):,} rows compared).",
+        ]
     if r.get("spark_stages"):
         lines.append("\nwhere the Spark time goes (event logs, summed job wall time):")
         for st in r["spark_stages"]:
@@ -439,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-landing", action="store_true", help="keep an already generated population")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
     ap.add_argument("--provision-sites", default="C16", help="the benchmark project's cohort sites (comma-separated)")
+    ap.add_argument(
+        "--redeliver",
+        default="hira_t200/2016",
+        metavar="FEED/YEAR",
+        help="after the full build, re-deliver this feed-year and build again (empty: skip)",
+    )
     args = ap.parse_args(argv)
     scales: list[float | None] = list(args.scaling) if args.scaling else [args.scale]
     runs = []
@@ -447,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or REPO / "var" / "bench" / label
         if args.scaling and args.work:
             work = args.work / label
-        r = bench(scale, args.patients, work, args.seed, args.reuse_landing, args.provision_sites)
+        r = bench(scale, args.patients, work, args.seed, args.reuse_landing, args.provision_sites, args.redeliver)
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = args.results / f"{stamp}-{label}.json"

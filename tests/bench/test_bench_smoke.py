@@ -50,9 +50,17 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert pv["x_floor"] == round(pv["seconds"] / pv["floor"]["seconds"], 2)
     assert pv["cohort"]["kept"] > 0 and "| provision |" in proc.stdout
     # Spark's own stage timings come from the jobs' event logs
-    apps = {f"kcure-{s}-bench" for s in ("pseudonymize", "link", "protect", "check")} | {
-        "kcure-provision-kc20261130900"
-    }
+    apps = {f"kcure-{s}-{b}" for s in ("pseudonymize", "link", "protect", "check") for b in ("bench", "bench-re")}
+    apps |= {"kcure-provision-kc20261130900"}
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
     assert any(s["work"].startswith("link: ") for s in r["spark_stages"])  # the jobs name their work
+    # the re-delivery of hira_t200/2016: only that feed pseudonymized again, and the same released rows
+    re = r["redelivery"]
+    assert re["feed_year"] == "hira_t200/2016" and [x["stage"] for x in re["steps"]] == STAGES
+    assert "hira_t200" not in re["reused"] and set(re["reused"].values()) == {"bench"} and len(re["reused"]) >= 8
+    assert re["compared"]["equal"], re["compared"]
+    compared = re["compared"]["tables"]
+    assert sum(t["rows"] for t in compared.values()) == by["publish"]["rows_out"] > 0  # every row, not none
+    assert re["seconds"] == pytest.approx(sum(x["seconds"] for x in re["steps"]), abs=0.05)
+    assert "re-delivery of hira_t200/2016" in proc.stdout and "identical" in proc.stdout
