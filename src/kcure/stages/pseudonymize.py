@@ -61,14 +61,25 @@ CONF = ("feeds.yaml", "library.yaml", "privacy.yaml")
 
 def code_digest() -> str:
     """sha256 of the code that shapes a pseudonymized feed: this module, every ``kcure.core`` module
-    (transforms, rules, configuration, keys) and the Spark version that runs it."""
+    (transforms, rules, configuration, keys) and the Spark version that runs it. Sources are read
+    through their loaders, so the digest is the same from the source tree and from the zip that
+    spark-submit ships (``kcure.cluster``)."""
+    import importlib.util
+    import pkgutil
+
     import pyspark
 
-    here = Path(__file__).resolve()
+    import kcure.core
+
+    names = [__name__, *sorted(f"kcure.core.{m.name}" for m in pkgutil.iter_modules(kcure.core.__path__))]
     h = hashlib.sha256(pyspark.__version__.encode())
-    for path in [here, *sorted((here.parent.parent / "core").glob("*.py"))]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        source = spec.loader.get_source(name) if spec is not None and spec.loader is not None else None  # type: ignore[attr-defined]
+        if source is None:
+            raise RuntimeError(f"cannot read the source of {name}: pseudonymize cannot tell what it may reuse")
+        h.update(name.encode())
+        h.update(source.encode())
     return h.hexdigest()
 
 
