@@ -1,4 +1,4 @@
-"""Reading a Parquet folder's schema and row count from its footers, as the stages do instead of a Spark job."""
+"""The Spark helpers: schemas and row counts from Parquet footers (instead of Spark jobs), and the session settings."""
 
 from __future__ import annotations
 
@@ -46,3 +46,34 @@ def test_schema_adds_the_partition_column_last_and_makes_every_field_nullable(tm
     empty = tmp_path / "empty"
     (empty / "_temporary").mkdir(parents=True)
     assert parquet_schema(empty) is None  # no data file: the caller lets Spark decide
+
+
+def test_spark_web_ui_is_off_unless_the_configuration_asks_for_it() -> None:
+    from kcure.core.spark import session_conf
+
+    assert session_conf({"master": "local[2]"})["spark.ui.enabled"] == "false"
+    assert session_conf({"master": "local[2]", "ui": True})["spark.ui.enabled"] == "true"
+    conf = {"master": "local[2]", "conf": {"spark.ui.enabled": "true", "spark.ui.port": "0"}}
+    assert session_conf(conf)["spark.ui.enabled"] == "true"  # an explicit Spark setting still wins
+
+
+def test_pseudonymize_code_digest_is_the_same_from_the_zip_spark_submit_ships(tmp_path: Path) -> None:
+    """On a cluster the stage imports kcure from the --py-files zip: the reuse key must not depend on it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import kcure
+    from kcure.stages.pseudonymize import code_digest
+
+    src = Path(kcure.__file__).parent
+    archive = tmp_path / "kcure-py-files.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(src.rglob("*.py")):
+            z.write(p, Path("kcure") / p.relative_to(src))
+    probe = (
+        f"import sys; sys.path.insert(0, {str(archive)!r}); import kcure; assert '.zip' in kcure.__file__; "
+        "from kcure.stages.pseudonymize import code_digest; print(code_digest())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == code_digest() and len(out) == 64

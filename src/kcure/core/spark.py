@@ -25,6 +25,9 @@ def session_conf(spark_cfg: dict[str, Any], overrides: dict[str, str] | None = N
         "spark.sql.session.timeZone": "Asia/Seoul",
         "spark.sql.ansi.enabled": "true",
         "spark.ui.showConsoleProgress": "false",
+        # no web UI unless asked for (spark.ui: true): it listens for anyone on the machine while a stage
+        # runs, and its start costs every stage a second; the event logs and Airflow's task logs remain
+        "spark.ui.enabled": "true" if spark_cfg.get("ui", False) else "false",
         # Python workers (executors) run this interpreter, not whatever `python3` is first on PATH;
         # on a cluster whose nodes keep Python elsewhere, set spark.pyspark.python in conf/
         "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
