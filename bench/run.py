@@ -131,6 +131,16 @@ def run_stage(name: str, cmd: list[str], env: dict[str, str], home: Path, log: P
 SPARK_STAGES = ("pseudonymize", "link", "protect", "check")
 
 
+def pipeline_steps(py: str, landing: Path, build: str, only: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """Each step of a run as its own process, as an Airflow task would run it: ingest (of ``only``, if
+    given), the Spark stages' jobs, and publishing ``build`` as the release of the same name."""
+    return [
+        ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), *(only or []), "--no-data-docs"]),
+        *[(name, [py, str(REPO / "jobs" / f"{name}.py"), "--build", build]) for name in SPARK_STAGES],
+        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
+    ]
+
+
 def _rows_out(stage: str, home: Path, build: str, rows_in: int) -> int:
     """What a stage wrote: staged rows, pseudonymized rows, or the library tables' rows (not the lineage)."""
     from kcure.core.config import load_config
@@ -275,11 +285,7 @@ def bench(
     events = work / "spark-events"
     env["KCURE_CONF"] = str(_bench_conf(work, events))
     build = "bench"
-    stages = [
-        ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--no-data-docs"]),
-        *[(name, [py, str(REPO / "jobs" / f"{name}.py"), "--build", build]) for name in SPARK_STAGES],
-        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
-    ]
+    stages = pipeline_steps(py, landing, build)
     out: list[dict[str, Any]] = []
     for name, cmd in stages:
         s = run_stage(name, cmd, env, home, logs / f"{name}.log")
@@ -338,12 +344,7 @@ def bench_redelivery(
     manifest = json.loads((target / "_MANIFEST.json").read_text(encoding="utf-8"))
     (target / "_MANIFEST.json").write_text(json.dumps({**manifest, "delivery": number}), encoding="utf-8")
     build = "bench-re"
-    steps = [
-        ("ingest", [py, "-m", "kcure.cli", "ingest", "--landing", str(landing), "--feeds", feed, "--years", year,
-                    "--no-data-docs"]),
-        *[(name, [py, str(REPO / "jobs" / f"{name}.py"), "--build", build]) for name in SPARK_STAGES],
-        ("publish", [py, "-m", "kcure.cli", "publish", "--build", build, "--release", build, "--no-report"]),
-    ]  # fmt: skip
+    steps = pipeline_steps(py, landing, build, ["--feeds", feed, "--years", year])
     try:
         out = [run_stage(name, cmd, env, home, logs / f"redelivery-{name}.log") for name, cmd in steps]
     finally:
