@@ -349,7 +349,9 @@ def bench_redelivery(
         out = [run_stage(name, cmd, env, home, logs / f"redelivery-{name}.log") for name, cmd in steps]
     finally:
         subprocess.run(["rm", "-rf", str(target)], check=True)  # the landing stays as generated
-    pseudo = json.loads((home / "reports" / "builds" / build / "pseudonymize.json").read_text(encoding="utf-8"))
+    summaries = home / "reports" / "builds" / build
+    pseudo = json.loads((summaries / "pseudonymize.json").read_text(encoding="utf-8"))
+    link = json.loads((summaries / "link.json").read_text(encoding="utf-8"))
     seconds = sum(s["seconds"] for s in out)
     full_seconds = sum(s["seconds"] for s in full)
     build_only = sum(s["seconds"] for s in out if s["stage"] != "ingest")
@@ -361,6 +363,7 @@ def bench_redelivery(
         "x_full": round(seconds / full_seconds, 3),
         "build_x_full_build": round(build_only / full_build, 3),
         "reused": pseudo.get("reused") or {},
+        "reused_link": link.get("reused") or {},
         "compared": compare.compare_releases(home, "bench", home, build),
     }
 
@@ -461,7 +464,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [
             "",
             f"re-delivery of {v['feed_year']} (release bench-re; pseudonymized feeds reused from the full build: "
-            f"{len(v['reused'])}, {', '.join(sorted(v['reused'])) or 'none'}):",
+            f"{len(v['reused'])}, {', '.join(sorted(v['reused'])) or 'none'}; linked feeds reused: "
+            f"{len(v.get('reused_link', {}))}):",
             "",
             "| step | wall s | CPU s | peak mem MB (PSS) | disk MB |",
             "|---|---:|---:|---:|---:|",

@@ -113,6 +113,7 @@ def _link(run: Run) -> dict[str, Any]:
         "out": str(r.out),
         "tables": r.tables,
         "empty": r.empty,
+        "reused": r.reused,
         "report": r.report,
         "staged_rows": sum(int(x["staged"]) for x in r.report),
     }

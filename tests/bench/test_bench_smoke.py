@@ -59,6 +59,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     re = r["redelivery"]
     assert re["feed_year"] == "hira_t200/2016" and [x["stage"] for x in re["steps"]] == STAGES
     assert "hira_t200" not in re["reused"] and set(re["reused"].values()) == {"bench"} and len(re["reused"]) >= 8
+    assert "hira_t200" not in re["reused_link"] and set(re["reused_link"].values()) == {"bench"}
     assert re["compared"]["equal"], re["compared"]
     compared = re["compared"]["tables"]
     assert sum(t["rows"] for t in compared.values()) == by["publish"]["rows_out"] > 0  # every row, not none

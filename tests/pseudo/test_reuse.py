@@ -1,6 +1,6 @@
-"""Incremental builds: a build links an earlier build's pseudonymized feed when nothing it depends on
-changed, pseudonymizes again the feed whose staged version did change, and the result is the same as
-pseudonymizing everything again."""
+"""Incremental builds: a build links an earlier build's pseudonymized and linked feeds when nothing
+they depend on changed, makes again only what a re-delivery changed, and the result is the same as
+building everything again."""
 
 from __future__ import annotations
 
@@ -18,16 +18,20 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
-from kcure.stages.pseudonymize import REUSE_KEY
+from kcure.core.reuse import REUSE_KEY
+from kcure.core.zones import LINKAGE_REPORT
 from tests.build_fixture import Build
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 
-FEED, YEAR = "kdca_covid_case", 2021
+# a parent feed: the feeds that follow its rows (T300, T400, T530) are reused only through its persons' digest
+FEED, YEAR = "hira_t200", 2016
+VIA = ("hira_t300", "hira_t400", "hira_t530")
 
 
-def _pseudonymize(home: Path, conf: Path, build: str) -> dict:  # type: ignore[type-arg]
+def _build(home: Path, conf: Path, build: str) -> dict:  # type: ignore[type-arg]
+    """``kcure build --to link``: the pseudonymize and link stages' summaries."""
     env = {
         **os.environ,
         "KCURE_HOME": str(home),
@@ -35,10 +39,11 @@ def _pseudonymize(home: Path, conf: Path, build: str) -> dict:  # type: ignore[t
         "KCURE_LINKAGE_SECRET": TEST_LINKAGE_SECRET,
         "KCURE_LIBRARY_SECRET": TEST_LIBRARY_SECRET,
     }
-    cmd = [sys.executable, "-m", "kcure.cli", "build", "--build", build, "--to", "pseudonymize"]
+    cmd = [sys.executable, "-m", "kcure.cli", "build", "--build", build, "--to", "link"]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((home / "reports" / "builds" / build / "pseudonymize.json").read_text())
+    summaries = home / "reports" / "builds" / build
+    return {stage: json.loads((summaries / f"{stage}.json").read_text()) for stage in ("pseudonymize", "link")}
 
 
 def _table(feed_dir: Path) -> pa.Table:
@@ -53,7 +58,12 @@ def _rows(feed_dir: Path) -> list[str]:
     return sorted(map(repr, _table(feed_dir).to_pylist()))
 
 
-def test_a_re_delivery_re_pseudonymizes_its_feed_only_and_equals_a_full_rebuild(  # type: ignore[no-untyped-def]
+def _flat_rows(folder: Path) -> list[str]:
+    """A linked table's or lineage folder's rows (no partitions), in a stable order."""
+    return sorted(map(repr, ds.dataset(str(folder), format="parquet").to_table().to_pylist()))
+
+
+def test_a_re_delivery_rebuilds_only_what_it_changed_and_equals_a_full_rebuild(  # type: ignore[no-untyped-def]
     built: Build, staged_local, small_landing: Path, tmp_path: Path
 ) -> None:
     from kcure.stages.ingest.ingestor import ingest
@@ -62,13 +72,19 @@ def test_a_re_delivery_re_pseudonymizes_its_feed_only_and_equals_a_full_rebuild(
     home = tmp_path / "home"
     shutil.copytree(built.home / "staging", home / "staging")
     shutil.copytree(built.pseudo, home / "pseudonymized" / "t1")  # the earlier build, with its reuse keys
+    shutil.copytree(built.out, home / "linked" / "t1", symlinks=True)
     assert (home / "pseudonymized" / "t1" / FEED / REUSE_KEY).is_file()
+    assert (home / "linked" / "t1" / "_lineage" / FEED / REUSE_KEY).is_file()
 
-    # nothing changed: every feed is linked from t1, no byte written again
-    same = _pseudonymize(home, REPO / "conf", "t2")
-    assert same["reused"] == dict.fromkeys(same["feeds"], "t1") and len(same["feeds"]) >= 8
-    t1_file = next((home / "pseudonymized" / "t1" / "hira_t300").rglob("*.parquet"))
-    assert os.path.samefile(t1_file, home / "pseudonymized" / "t2" / t1_file.relative_to(home / "pseudonymized" / "t1"))
+    # nothing changed: every feed is linked from t1, in both stages, no byte written again
+    same = _build(home, REPO / "conf", "t2")
+    feeds = same["pseudonymize"]["feeds"]
+    assert len(feeds) >= 8 and same["pseudonymize"]["reused"] == dict.fromkeys(feeds, "t1")
+    assert same["link"]["reused"] == dict.fromkeys(feeds, "t1")
+    assert same["link"]["report"] == json.loads((home / "linked" / "t1" / LINKAGE_REPORT).read_text())
+    for zone, rel in (("pseudonymized", "hira_t300"), ("linked", "T300")):
+        t1_file = next((home / zone / "t1" / rel).rglob("*.parquet"))
+        assert os.path.samefile(t1_file, home / zone / "t2" / t1_file.relative_to(home / zone / "t1"))
 
     # a re-delivery of one feed-year (its latest files again, as delivery 9: a new staged version) is staged
     landing = tmp_path / "landing"
@@ -80,22 +96,51 @@ def test_a_re_delivery_re_pseudonymizes_its_feed_only_and_equals_a_full_rebuild(
     ingested = ingest(dataclasses.replace(local_cfg, home=home), str(landing), run_id="redelivery", data_docs=False)
     assert [(r.feed, r.year, r.status) for r in ingested] == [(FEED, YEAR, "staged")]
 
-    again = _pseudonymize(home, REPO / "conf", "t3")
-    assert FEED in again["feeds"] and FEED not in again["reused"]
-    assert again["reused"] == {f: "t2" for f in again["feeds"] if f != FEED}  # the newest equal build
+    # only the re-delivered feed is made again; the feeds that follow its rows are reused, as their
+    # parents' persons are the same (the same records, delivered again)
+    again = _build(home, REPO / "conf", "t3")
+    assert FEED in again["pseudonymize"]["feeds"] and FEED not in again["pseudonymize"]["reused"]
+    assert again["pseudonymize"]["reused"] == {f: "t2" for f in feeds if f != FEED}  # the newest equal build
+    assert again["link"]["reused"] == {f: "t2" for f in feeds if f != FEED}
+    assert set(VIA) <= set(again["link"]["reused"])
     assert (home / "pseudonymized" / "t3" / FEED / REUSE_KEY).read_text() != (
         home / "pseudonymized" / "t1" / FEED / REUSE_KEY
     ).read_text()
 
-    # the same staging pseudonymized from scratch (reuse off) gives the same rows in every feed
+    # the same staging built from scratch (reuse off) gives the same rows in every feed, table,
+    # lineage folder and report row
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     pipeline = yaml.safe_load((conf / "pipeline.yaml").read_text(encoding="utf-8"))
     pipeline["defaults"]["builds"]["reuse"] = False
     (conf / "pipeline.yaml").write_text(yaml.safe_dump(pipeline), encoding="utf-8")
-    full = _pseudonymize(home, conf, "t4")
-    assert full["reused"] == {} and full["feeds"] == again["feeds"]
-    for feed in full["feeds"]:
+    full = _build(home, conf, "t4")
+    assert full["pseudonymize"]["reused"] == {} and full["link"]["reused"] == {}
+    assert full["pseudonymize"]["feeds"] == feeds
+    for feed in feeds:
         assert _rows(home / "pseudonymized" / "t3" / feed) == _rows(home / "pseudonymized" / "t4" / feed), feed
+        lineage = Path("_lineage") / feed
+        assert _flat_rows(home / "linked" / "t3" / lineage) == _flat_rows(home / "linked" / "t4" / lineage), feed
+    for table in full["link"]["tables"]:
+        assert _flat_rows(home / "linked" / "t3" / table) == _flat_rows(home / "linked" / "t4" / table), table
+    assert again["link"]["report"] == full["link"]["report"]
+    assert again["link"]["tables"] == full["link"]["tables"]
     redelivered = _table(home / "pseudonymized" / "t3" / FEED).filter(pc.field("_year") == YEAR)
     assert redelivered.num_rows > 0 and set(redelivered.column("_delivery").to_pylist()) == {9}
+
+
+def test_relation_digest_ignores_row_order_and_sees_any_changed_row(spark) -> None:  # type: ignore[no-untyped-def]
+    from kcure.core.reuse import relation_digest
+
+    rows = [("sk1", "lk1"), ("sk2", "lk1"), ("sk3", None), ("sk4", "lk2")]
+
+    def digest(data: list[tuple[str | None, str | None]]) -> str:
+        return relation_digest(spark.createDataFrame(data, "SK string, LK string"))  # type: ignore[attr-defined]
+
+    base = digest(rows)
+    assert digest(list(reversed(rows))) == base
+    assert digest([*rows[:3], ("sk4", "lk3")]) != base  # one value changed
+    assert digest([*rows, rows[0]]) != base  # a row twice
+    assert digest(rows[:3]) != base  # a row gone
+    assert digest([("lk1", "sk1"), *rows[1:]]) != base  # values swapped between columns
+    assert digest([("sk3", "lk1"), ("sk2", "lk1"), ("sk1", None), ("sk4", "lk2")]) != base  # a pairing changed

@@ -57,15 +57,16 @@ def test_spark_web_ui_is_off_unless_the_configuration_asks_for_it() -> None:
     assert session_conf(conf)["spark.ui.enabled"] == "true"  # an explicit Spark setting still wins
 
 
-def test_pseudonymize_code_digest_is_the_same_from_the_zip_spark_submit_ships(tmp_path: Path) -> None:
+def test_stage_code_digests_are_the_same_from_the_zip_spark_submit_ships(tmp_path: Path) -> None:
     """On a cluster the stage imports kcure from the --py-files zip: the reuse key must not depend on it."""
     import subprocess
     import sys
     import zipfile
 
     import kcure
-    from kcure.stages.pseudonymize import code_digest
+    from kcure.core.reuse import code_digest
 
+    stages = ("kcure.stages.pseudonymize", "kcure.stages.link.linker")
     src = Path(kcure.__file__).parent
     archive = tmp_path / "kcure-py-files.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -73,7 +74,8 @@ def test_pseudonymize_code_digest_is_the_same_from_the_zip_spark_submit_ships(tm
             z.write(p, Path("kcure") / p.relative_to(src))
     probe = (
         f"import sys; sys.path.insert(0, {str(archive)!r}); import kcure; assert '.zip' in kcure.__file__; "
-        "from kcure.stages.pseudonymize import code_digest; print(code_digest())"
+        f"from kcure.core.reuse import code_digest; print(*(code_digest(m) for m in {stages!r}))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == code_digest() and len(out) == 64
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [code_digest(m) for m in stages] and all(len(d) == 64 for d in out)
+    assert out[0] != out[1]  # each stage's own module is part of its digest

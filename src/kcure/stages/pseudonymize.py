@@ -23,14 +23,13 @@ release manifest. ``builds.reuse: false`` in ``conf/pipeline.yaml`` turns this o
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kcure.core import transforms as T
+from kcure.core.reuse import code_digest, conf_digest, enabled, key_of, reusable, write_key
 from kcure.core.staging import Staging
 from kcure.core.zones import link_or_copy_tree
 
@@ -54,33 +53,8 @@ class PseudonymizeResult:
     reused: dict[str, str] = field(default_factory=dict)  # feed -> the earlier build whose output it links
 
 
-REUSE_KEY = "_REUSE_KEY"
 #: the configuration files a pseudonymized feed depends on
 CONF = ("feeds.yaml", "library.yaml", "privacy.yaml")
-
-
-def code_digest() -> str:
-    """sha256 of the code that shapes a pseudonymized feed: this module, every ``kcure.core`` module
-    (transforms, rules, configuration, keys) and the Spark version that runs it. Sources are read
-    through their loaders, so the digest is the same from the source tree and from the zip that
-    spark-submit ships (``kcure.cluster``)."""
-    import importlib.util
-    import pkgutil
-
-    import pyspark
-
-    import kcure.core
-
-    names = [__name__, *sorted(f"kcure.core.{m.name}" for m in pkgutil.iter_modules(kcure.core.__path__))]
-    h = hashlib.sha256(pyspark.__version__.encode())
-    for name in names:
-        spec = importlib.util.find_spec(name)
-        source = spec.loader.get_source(name) if spec is not None and spec.loader is not None else None  # type: ignore[attr-defined]
-        if source is None:
-            raise RuntimeError(f"cannot read the source of {name}: pseudonymize cannot tell what it may reuse")
-        h.update(name.encode())
-        h.update(source.encode())
-    return h.hexdigest()
 
 
 def feed_key(cfg: Config, staging: Staging, feed: str, secrets: dict[str, Secret], code: str) -> str:
@@ -90,32 +64,14 @@ def feed_key(cfg: Config, staging: Staging, feed: str, secrets: dict[str, Secret
         cur = staging.current(feed, int(year_dir.name))
         if cur is not None:
             versions[year_dir.name] = cur.version
-    conf = hashlib.sha256()
-    for name in CONF:
-        conf.update(name.encode())
-        conf.update((cfg.conf_dir / name).read_bytes())
     doc = {
         "feed": feed,
         "staged": versions,
-        "conf": conf.hexdigest(),
+        "conf": conf_digest(cfg, CONF),
         "code": code,
         "secrets": {kind: s.fingerprint() for kind, s in sorted(secrets.items())},
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def reusable(out: Path, feed: str, key: str) -> Path | None:
-    """The newest earlier build's output of ``feed`` made from exactly the same inputs, if one is left."""
-    found = []
-    for candidate in out.parent.glob(f"*/{feed}/{REUSE_KEY}"):
-        if candidate.parent.parent == out:
-            continue
-        try:
-            if json.loads(candidate.read_text(encoding="utf-8")).get("key") == key:
-                found.append((candidate.stat().st_mtime, candidate.parent))
-        except (OSError, ValueError):
-            continue
-    return max(found)[1] if found else None
+    return key_of(doc)
 
 
 def read_staged(spark: SparkSession, staging: Staging, feed: str) -> DataFrame | None:
@@ -221,17 +177,17 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
     tables = cfg.library.by_feed
     result = PseudonymizeResult(out, [])
-    reuse = bool(cfg.pipeline.get("builds", {}).get("reuse", True))
-    code = code_digest()
+    reuse = enabled(cfg)
+    code = code_digest(__name__)
     for name, feed in cfg.feeds.items():
         if name not in tables:
             continue  # a feed no table is made from is not read at all
         key = feed_key(cfg, staging, name, secrets, code)
         earlier = reusable(out, name, key) if reuse else None
         if earlier is not None:
-            link_or_copy_tree(earlier, out / name)
+            link_or_copy_tree(earlier[0], out / name)
             result.feeds.append(name)
-            result.reused[name] = earlier.parent.name
+            result.reused[name] = earlier[0].parent.name
             continue
         df = read_staged(spark, staging, name)
         if df is None:
@@ -241,6 +197,6 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
         pseudo = pseudonymize_feed(T.with_keys(df, keys), feed, table, cfg.privacy.generalization)
         spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names the Spark jobs in the UI/event log
         pseudo.write.mode("overwrite").partitionBy("_year").parquet(str(out / name))
-        (out / name / REUSE_KEY).write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")  # last: complete
+        write_key(out / name, key)  # last: the output is complete
         result.feeds.append(name)
     return result

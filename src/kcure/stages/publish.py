@@ -198,8 +198,8 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
         "config_digest": cfg.digest,
         # what this build read, recorded when pseudonymize read staging, not what is staged now
         "inputs": pseudo.get("inputs") if "inputs" in pseudo else staged_inputs(cfg),
-        # the pseudonymized feeds this build linked from an earlier build made from the same inputs
-        "reused": {"pseudonymize": pseudo.get("reused") or {}},
+        # per stage, the feeds whose output this build linked from an earlier build made from the same inputs
+        "reused": {"pseudonymize": pseudo.get("reused") or {}, "link": link.get("reused") or {}},
         "linkage_report": read_json(z.linked / LINKAGE_REPORT),
         "linkage_quality": read_json(z.linked / LINKAGE_QUALITY),
         "data_dictionary": read_json(z.linked / DICTIONARY),

@@ -14,6 +14,15 @@ tables, a linkage report and the owner-only lineage.
 * A table whose feed has nothing staged is written empty with its schema (``if_no_input: empty``)
   or left out (``omit``); the result says which and why.
 Accounting per feed and year: staged = in library + out of cohort + unlinked + dropped rows.
+
+**Reuse.** A feed's table, lineage and report rows are a function of its pseudonymized input (that
+feed's own reuse key), the persons it is linked against, this stage's code, the configuration and
+the library secret. The persons are a function of the registry's input and of every distinct
+(SK, LK) pair, so their key digests the pairs' rows (:func:`kcure.core.reuse.relation_digest`, one
+aggregate over a cached relation). A feed that follows a parent row (``person_via``) also depends
+on the parent's persons per key, whose digest the parent's record keeps. A feed whose key equals an
+earlier build's links that build's files and takes its report rows from that build's record; only
+the others are linked and counted again. ``builds.reuse: false`` turns this off.
 """
 
 from __future__ import annotations
@@ -25,8 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 from kcure.core import transforms as T
 from kcure.core.contract import parent_of
+from kcure.core.reuse import code_digest, conf_digest, enabled, key_of, read_key, relation_digest, reusable, write_key
 from kcure.core.spark import read_parquet
-from kcure.core.zones import DICTIONARY, LINEAGE, LINKAGE_REPORT, LINKAGE_STATUSES, restrict_tree
+from kcure.core.zones import (
+    DICTIONARY,
+    LINEAGE,
+    LINKAGE_REPORT,
+    LINKAGE_STATUSES,
+    link_or_copy_tree,
+    restrict_tree,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -35,6 +52,8 @@ if TYPE_CHECKING:
     from kcure.core.rules import LibraryTable
     from kcure.core.secrets import Secret
 
+#: the configuration files a linked feed depends on
+CONF = ("feeds.yaml", "library.yaml", "privacy.yaml")
 SPARK_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double", "date": "date"}
 #: per staged record, owner-only: where it came from, whom it was linked to and what became of it
 LINEAGE_COLUMNS = (
@@ -49,6 +68,7 @@ class LinkResult:
     tables: dict[str, int]  # rows in each table written (empty tables included)
     report: list[dict[str, Any]] = field(default_factory=list)
     empty: dict[str, str] = field(default_factory=dict)  # table -> why it has no rows (or was left out)
+    reused: dict[str, str] = field(default_factory=dict)  # feed -> the earlier build whose output it links
 
 
 @dataclass
@@ -60,7 +80,9 @@ class People:
     cohort_map: DataFrame  # SK -> the one cohort LK it belongs to
     facts: DataFrame  # PK -> first diagnosis, registry sex
     sn_keys: DataFrame  # PK -> SN_KEY
+    pairs: DataFrame  # every distinct (SK, LK) of the feeds that name their person
     cached: list[DataFrame] = field(default_factory=list)
+    parents: dict[tuple[str, str], DataFrame] = field(default_factory=dict)  # (parent feed, key) -> its persons
 
     def release(self) -> None:
         for df in self.cached:
@@ -130,7 +152,7 @@ def people(cfg: Config, feeds: dict[str, DataFrame], keys: DataFrame) -> People:
     # SN_KEY once per person, not once per record: the library's records number ~1,500 per person
     sn_keys = T.drop_keys(T.with_keys(cohort, keys).withColumn("SN_KEY", T.hmac_sha256(F.col("PK"), "sn")), keys)
     sn_keys = sn_keys.persist(keep)
-    return People(reg.drop("LK_SK"), cohort, cohort_map, facts, sn_keys, [pairs, cohort, facts, sn_keys])
+    return People(reg.drop("LK_SK"), cohort, cohort_map, facts, sn_keys, pairs, [pairs, cohort, facts, sn_keys])
 
 
 def _parents(df: DataFrame, key: str) -> DataFrame:
@@ -162,7 +184,7 @@ def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, D
         if cfg.feeds[f].names_person:
             own = who.registry if f == registry else classify(df, who.cohort, who.cohort_map)
             out[f] = _who(own.join(who.sn_keys, "PK", "left"))
-    parents: dict[tuple[str, str], DataFrame] = {}  # cached: every write below must see the same parents
+    parents = who.parents  # cached: every write below must see the same parents
     for f, df in feeds.items():
         feed = cfg.feeds[f]
         if feed.person_via is None:
@@ -281,6 +303,68 @@ def report(spark: SparkSession, lineage: list[Path]) -> list[dict[str, Any]]:
     return [{k: (int(v) if isinstance(v, int) else v) for k, v in row.asDict().items()} for row in rows]
 
 
+@dataclass
+class Reuse:
+    """What each feed's link output is a function of (see the module's "Reuse"), and what was reused."""
+
+    base: dict[str, str]  # this stage's code, the configuration and the library secret's fingerprint
+    people: str | None  # the key of the persons every feed is linked against (None: reuse is off)
+    parents: dict[tuple[str, str], str] = field(default_factory=dict)  # (parent, key) -> its persons' digest
+    reused: dict[str, str] = field(default_factory=dict)  # feed -> the earlier build whose output it links
+    report: list[dict[str, Any]] = field(default_factory=list)  # the reused feeds' report rows
+
+    def key(self, cfg: Config, src: Path, f: str, present: set[str]) -> str | None:
+        """The key of feed ``f``'s link output (``present``: the feeds pseudonymized), or None where it
+        cannot be known: then the feed is linked again and no key is written."""
+        made = read_key(src / f)  # the pseudonymized feed's own key: what it was made from
+        if self.people is None or made is None:
+            return None
+        doc: dict[str, Any] = {**self.base, "people": self.people, "feed": f, "input": made["key"]}
+        feed = cfg.feeds[f]
+        if feed.person_via is not None:
+            parent = (parent_of(cfg.feeds, feed).name, feed.person_via)
+            if parent[0] not in present:
+                doc["parent"] = "none staged"
+            elif parent in self.parents:
+                doc["parent"] = self.parents[parent]
+            else:
+                return None  # the parent's persons are unknown (its own key could not be made)
+        return key_of(doc)
+
+
+def _reuse_plan(cfg: Config, library_secret: Secret, src: Path, who: People) -> Reuse:
+    registry = cfg.library.tables[cfg.library.cohort.table].source
+    base = {"code": code_digest(__name__), "conf": conf_digest(cfg, CONF), "secret": library_secret.fingerprint()}
+    made = read_key(src / registry)
+    if not enabled(cfg) or made is None:
+        return Reuse(base, None)
+    # the persons are a function of the registry and of every (SK, LK) pair: digest the pairs' rows
+    return Reuse(base, key_of({**base, "registry": made["key"], "pairs": relation_digest(who.pairs)}))
+
+
+def _reuse(out: Path, f: str, table: str, earlier: Path, doc: dict[str, Any], plan: Reuse) -> None:
+    """Link an earlier build's table and lineage of feed ``f`` into this build, with what its key recorded."""
+    link_or_copy_tree(earlier, out / LINEAGE / f)
+    link_or_copy_tree(earlier.parent.parent / table, out / table)
+    plan.reused[f] = earlier.parent.parent.name
+    plan.report += doc.get("report", [])
+    for key, digest in doc.get("parents", {}).items():
+        plan.parents[(f, key)] = digest
+
+
+def _empty_tables(spark: SparkSession, cfg: Config, present: set[str], result: LinkResult) -> None:
+    """The tables whose feed has nothing staged: written empty, or left out, as ``if_no_input`` says."""
+    for name, table in cfg.library.tables.items():
+        if table.source in present:
+            continue
+        if table.if_no_input == "omit":
+            result.empty[name] = f"left out: nothing of {table.source} is staged (if_no_input: omit)"
+            continue
+        empty_table(spark, table).write.mode("overwrite").parquet(str(result.out / name))
+        result.tables[name] = 0
+        result.empty[name] = f"no rows: nothing of {table.source} is staged"
+
+
 def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out: Path) -> LinkResult:
     """Link the pseudonymized feeds in ``src`` into the library tables, report and lineage in ``out``."""
     by_feed = cfg.library.by_feed
@@ -289,22 +373,33 @@ def run(spark: SparkSession, cfg: Config, library_secret: Secret, src: Path, out
     if registry not in feeds:
         raise RuntimeError(f"no pseudonymized {registry} in {src}: nothing defines the cohort")
     who = people(cfg, feeds, T.key_relation(spark, {"sn": library_secret}))
+    spark.sparkContext.setJobDescription("link: reuse digest of the persons")
+    plan = _reuse_plan(cfg, library_secret, src, who)
     result = LinkResult(out, {})
-    for f, df in assign(cfg, feeds, who).items():
+    made: dict[str, str] = {}  # feed -> key of the outputs written (not reused) in this build
+    for f, df in assign(cfg, feeds, who).items():  # the feeds that name their person come first
         table = cfg.library.tables[by_feed[f]]
-        write_feed(spark, resolve_conflicts(cfg, df, table, who.facts), f, table, out)
         result.tables[table.name] = 0
+        key = plan.key(cfg, src, f, set(feeds))
+        earlier = reusable(out, f"{LINEAGE}/{f}", key) if key is not None else None
+        if earlier is not None:
+            _reuse(out, f, table.name, *earlier, plan)
+            continue
+        write_feed(spark, resolve_conflicts(cfg, df, table, who.facts), f, table, out)
+        if key is not None:
+            made[f] = key
+            for (parent, k), persons in who.parents.items():
+                if parent == f:
+                    spark.sparkContext.setJobDescription(f"link: reuse digest of {f}'s persons by {k}")
+                    plan.parents[(f, k)] = relation_digest(persons)
     who.release()
-    result.report = report(spark, [out / LINEAGE / f for f in feeds])
-    for name, table in cfg.library.tables.items():
-        if table.source in feeds:
-            continue
-        if table.if_no_input == "omit":
-            result.empty[name] = f"left out: nothing of {table.source} is staged (if_no_input: omit)"
-            continue
-        empty_table(spark, table).write.mode("overwrite").parquet(str(out / name))
-        result.tables[name] = 0
-        result.empty[name] = f"no rows: nothing of {table.source} is staged"
+    fresh = [f for f in feeds if f not in plan.reused]
+    result.report = (report(spark, [out / LINEAGE / f for f in fresh]) if fresh else []) + plan.report
+    for f, key in made.items():  # last, once the feed's report is known: its outputs are complete
+        parents = {k: d for (p, k), d in plan.parents.items() if p == f}
+        write_key(out / LINEAGE / f, key, parents=parents, report=[r for r in result.report if r["_feed"] == f])
+    result.reused = plan.reused
+    _empty_tables(spark, cfg, set(feeds), result)
     result.report.sort(key=lambda r: (r["_feed"], r["_year"]))
     for r in result.report:
         result.tables[by_feed[str(r["_feed"])]] += int(r["in_library"])
