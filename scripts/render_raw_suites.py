@@ -22,15 +22,14 @@ def exp(kind: str, kwargs: dict, severity: str, why: str) -> dict:
 
 def render(feed: Feed) -> dict:
     es = []
-    for c in feed.columns:
-        es.append(
-            exp(
-                "expect_column_to_exist",
-                {"column": c.name},
-                "critical",
-                f"{c.name} is part of the {feed.name} contract (conf/feeds.yaml).",
-            )
+    es.append(  # one expectation for all columns: Great Expectations' cost is per expectation
+        exp(
+            "expect_table_columns_to_match_set",
+            {"column_set": [c.name for c in feed.columns], "exact_match": False},
+            "critical",
+            f"Every column of the {feed.name} contract (conf/feeds.yaml) is there.",
         )
+    )
     for c in feed.columns:
         if c.required:
             es.append(

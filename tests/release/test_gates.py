@@ -68,6 +68,7 @@ def test_the_checked_build_passes_every_gate_after_k_anonymity(spark, built: Bui
         ("duplicated_key", "T200", "expect_column_values_to_be_unique(MID)"),
         ("orphan_mid", "T300", "every MID is in T200"),
         ("rrn_shaped", "RGST", "expect_column_values_to_not_match_regex(TX)"),
+        ("extra_column", "DEATH", "expect_table_columns_to_match_set"),  # a column the catalog never promised
     ],
 )
 def test_a_failed_gate_stops_the_real_publish_and_nothing_becomes_visible(
@@ -84,6 +85,8 @@ def test_a_failed_gate_stops_the_real_publish_and_nothing_becomes_visible(
             out / "T300",
             lambda t: t.set_column(0, "MID", pc.if_else(pc.equal(pa.array(range(t.num_rows)), 0), "0" * 20, t["MID"])),
         )
+    elif case == "extra_column":
+        _rewrite(out / "DEATH", lambda t: t.append_column("PHONE", pa.array(["010-1234-5678"] * t.num_rows)))
     else:
         _rewrite(
             out / "RGST",
@@ -102,8 +105,8 @@ def test_a_failed_gate_stops_the_real_publish_and_nothing_becomes_visible(
         pipeline.run_stage(c, plan, "publish")  # the real publish: the one place a release is refused
     msg = str(exc.value)
     assert f"release {build} was NOT published" in msg and f"{table}: {check} failed" in msg
-    assert "800101-1234560" not in msg
-    if case != "rrn_shaped":
+    assert "800101-1234560" not in msg and "010-1234-5678" not in msg
+    if case in ("duplicated_key", "orphan_mid"):
         assert "for example" in msg  # failing rows shown by pseudonymous key
     assert _visible(c, build) == before and before[1] == []
     assert not (built.home / "reports" / "builds" / build / "publish.json").exists()

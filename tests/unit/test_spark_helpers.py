@@ -48,6 +48,22 @@ def test_schema_adds_the_partition_column_last_and_makes_every_field_nullable(tm
     assert parquet_schema(empty) is None  # no data file: the caller lets Spark decide
 
 
+def test_schema_is_the_files_own_when_spark_recorded_other_columns(tmp_path: Path) -> None:
+    """A file Spark wrote and another tool rewrote keeps Spark's schema record: the columns the file
+    really holds win, so a column added later is seen (and gated), never silently left out."""
+    import json
+
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    spark_schema = StructType([StructField("SN_KEY", StringType(), True)])
+    meta = {b"org.apache.spark.sql.parquet.row.metadata": json.dumps(spark_schema.jsonValue()).encode()}
+    table = pa.table({"SN_KEY": ["a"]}).replace_schema_metadata(meta)
+    pq.write_table(table, tmp_path / "spark.parquet")
+    assert parquet_schema(tmp_path / "spark.parquet") == spark_schema
+    pq.write_table(table.append_column("PHONE", pa.array(["x"])), tmp_path / "rewritten.parquet")
+    assert parquet_schema(tmp_path / "rewritten.parquet").fieldNames() == ["SN_KEY", "PHONE"]
+
+
 def test_spark_web_ui_is_off_unless_the_configuration_asks_for_it() -> None:
     from kcure.core.spark import session_conf
 

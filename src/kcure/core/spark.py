@@ -88,10 +88,11 @@ def parquet_schema(root: Path) -> Any:
 
     Spark infers a schema with a job of its own (a listing and a footer read on the executors) for
     every ``spark.read.parquet``: at a second each, a build of ninety feed-years spent most of a
-    small build's time there. Files Spark wrote carry Spark's own schema in their footer; others
-    are converted from their Arrow schema. ``k=v`` folders become partition columns (integer values
-    as ``int``, as Spark's partition type inference makes them), and every field is nullable, as
-    Spark reads files.
+    small build's time there. Files Spark wrote carry Spark's own schema in their footer; others,
+    and any whose recorded schema names other columns than the file holds (a file rewritten by
+    another tool keeps the old record), are converted from their Arrow schema. ``k=v`` folders become
+    partition columns (integer values as ``int``, as Spark's partition type inference makes them),
+    and every field is nullable, as Spark reads files.
     """
     import json
 
@@ -104,7 +105,9 @@ def parquet_schema(root: Path) -> Any:
         return None
     arrow = pq.read_schema(file)
     spark_json = (arrow.metadata or {}).get(b"org.apache.spark.sql.parquet.row.metadata")
-    schema = StructType.fromJson(json.loads(spark_json)) if spark_json else from_arrow_schema(arrow)
+    schema = StructType.fromJson(json.loads(spark_json)) if spark_json else None
+    if schema is None or schema.fieldNames() != arrow.names:  # a file rewritten after Spark: its own columns
+        schema = from_arrow_schema(arrow.remove_metadata())
     fields = [StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields]
     for part in file.relative_to(root).parts[:-1] if root.is_dir() else ():
         name, _, value = part.partition("=")
