@@ -91,6 +91,7 @@ class Stage:
     needs: str | None  # the stage whose completed output it reads
     body: Callable[[Run], dict[str, Any]]
     on_failure: str  # what an operator should do when it fails (alerts)
+    preload: tuple[str, ...] = ()  # slow imports of the body, made while the Spark session starts
 
 
 # --- the stages' bodies: each calls its stage module with explicit inputs and outputs ---------------
@@ -186,6 +187,7 @@ STAGES = (
     Stage(
         "check", ("protected", "linked", "staging"), ("reports",), ("data_docs",), (), True, "protect", _check,
         "The check step itself crashed (a failed gate does not fail it, it stops publish). See the Spark log.",
+        ("great_expectations",),
     ),
     Stage(
         "publish", ("protected", "reports"), ("warehouse", "catalog"), (), (), False, "check", _publish,
@@ -295,7 +297,7 @@ def _execute(run: Run, stage: Stage) -> dict[str, Any]:
     if own:
         from kcure.core.spark import build_session
 
-        run.spark = build_session(run.cfg.spark, app_name=f"kcure-{stage.name}-{run.plan.build}")
+        run.spark = build_session(run.cfg.spark, app_name=f"kcure-{stage.name}-{run.plan.build}", preload=stage.preload)
     try:
         t0 = time.perf_counter()
         summary = stage.body(run)
@@ -329,7 +331,8 @@ def run_plan(
             if STAGE[name].spark and spark is None and not cluster.is_cluster(cfg):
                 from kcure.core.spark import build_session
 
-                spark = own = build_session(cfg.spark, app_name=f"kcure-build-{plan_.build}")
+                preload = tuple(m for n in plan_.stages for m in STAGE[n].preload)
+                spark = own = build_session(cfg.spark, app_name=f"kcure-build-{plan_.build}", preload=preload)
             summaries[name] = run_stage(cfg, plan_, name, spark=spark)
             if on_stage is not None:
                 on_stage(name, summaries[name])

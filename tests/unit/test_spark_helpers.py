@@ -95,3 +95,18 @@ def test_stage_code_digests_are_the_same_from_the_zip_spark_submit_ships(tmp_pat
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert out == [code_digest(m) for m in stages] and all(len(d) == 64 for d in out)
     assert out[0] != out[1]  # each stage's own module is part of its digest
+
+
+def test_preload_imports_in_a_thread_and_leaves_a_failed_import_to_the_stage() -> None:
+    import sys
+
+    from kcure.core.spark import _preload
+
+    assert _preload(()) is None
+    sys.modules.pop("tabnanny", None)
+    thread = _preload(("kcure_no_such_module", "tabnanny"))
+    assert thread is not None
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert "tabnanny" in sys.modules  # the failed import before it did not stop it
+    assert "kcure_no_such_module" not in sys.modules

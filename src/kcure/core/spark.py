@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +56,38 @@ def _local_path(where: str) -> Path | None:
     return Path(urlparse(where).path if where.startswith("file:") else where)
 
 
+def _preload(modules: tuple[str, ...]) -> threading.Thread | None:
+    """Import ``modules`` in a thread while the JVM starts; the caller joins it before going on.
+
+    Spark's JVM takes seconds to start, and the driver waits for it with the GIL released. Great
+    Expectations takes as long again to import (it pulls in scipy, altair, SQLAlchemy and pyspark.ml),
+    so a stage that needs it imports it meanwhile. An import that fails here is left for the
+    stage's own import to report.
+    """
+    if not modules:
+        return None
+    import importlib
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:
+                continue
+
+    thread = threading.Thread(target=load, name="kcure-preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_session(
-    spark_cfg: dict[str, Any], *, app_name: str | None = None, overrides: dict[str, str] | None = None
+    spark_cfg: dict[str, Any],
+    *,
+    app_name: str | None = None,
+    overrides: dict[str, str] | None = None,
+    preload: tuple[str, ...] = (),
 ) -> SparkSession:
+    """The session for ``spark_cfg``; ``preload``: modules to import while its JVM starts."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(str(spark_cfg.get("master", "local[2]"))).appName(
@@ -70,7 +100,12 @@ def build_session(
             local.mkdir(mode=0o700, parents=True, exist_ok=True)
     for k, v in conf.items():
         builder = builder.config(k, v)
-    session = builder.getOrCreate()
+    loading = _preload(preload)
+    try:
+        session = builder.getOrCreate()
+    finally:
+        if loading is not None:  # nothing imports concurrently with the stage's own code
+            loading.join()
     session.sparkContext.setLogLevel("WARN")
     return session
 

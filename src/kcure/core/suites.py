@@ -18,7 +18,9 @@ from typing import Any
 from kcure.core.config import REPO
 
 REPO_EXPECTATIONS = REPO / "expectations"
-NO_VALUES = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "include_unexpected_rows": False}
+#: BASIC: the counts an outcome needs, and no unexpected-index list or query (SUMMARY computes both, a
+#: Spark job per column expectation, and this code never shows them)
+NO_VALUES = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 
 
 def expectations_dir() -> Path:
