@@ -23,3 +23,14 @@ def test_spark_reads_a_delivered_feed_with_every_delivered_row(spark, small_land
     df = spark.read.option("header", True).option("encoding", "UTF-8").option("mode", "PERMISSIVE").csv(str(path))
     assert df.columns[:3] == ["HCODE", "PTNO", "RRN"]
     assert df.count() == m.rows
+
+
+def test_the_spark_icd10_block_agrees_with_the_python_one(spark) -> None:  # type: ignore[no-untyped-def]
+    from kcure.core import kanon
+    from kcure.core.recoding import _block
+
+    codes = ["C16", "c169", "C00", "C14", "C15", "C26", "C50", "C97", "C98", "D09", "C2", "", None, "C4A"]
+    rows = spark.createDataFrame([(c,) for c in codes], "KCD string").select("KCD", _block("KCD").alias("b")).collect()
+    for r in rows:
+        expected = kanon.icd10_block(r["KCD"])
+        assert r["b"] == (None if expected == kanon.SUPPRESSED else expected), r
