@@ -269,44 +269,71 @@ def run_stage(
     stage = STAGE[name]
     zones = BuildZones(cfg, check_id(plan_.build))
     keys = load_secrets(cfg, stage)
-    if stage.owns and any(r.build == plan_.build for r in _published(cfg)):
-        raise StageFailed(f"build {plan_.build} is published; its outputs are immutable. Choose a new build id.")
     if stage.needs and not zones.summary(stage.needs).exists():
         raise StageFailed(
             f"{name} of build {plan_.build} needs the output of {stage.needs}, which has not completed: "
             f"run it first (kcure build --build {plan_.build} --from {stage.needs})"
         )
-    for later in NAMES[NAMES.index(name) :]:  # this run replaces what the stage, and all after it, made
-        zones.summary(later).unlink(missing_ok=True)
-    for folder in stage.owns:
-        clear(getattr(zones, folder))
-    if stage.spark and not here and cluster.is_cluster(cfg):
-        log = zones.summary(name).with_suffix(".log")
-        code = cluster.submit(cfg, name, _job_args(plan_), keys, log)
-        if code != 0:  # the log may quote Spark errors: point to it (owner-only), never copy it
-            raise StageFailed(f"{name} of build {plan_.build} failed on {cfg.spark['master']} (exit {code}); see {log}")
-        summary = read_json(zones.summary(name))
-        if summary is None:
-            raise StageFailed(f"{name} of build {plan_.build} left no summary at {zones.summary(name)}")
-        return dict(summary)
-    return _execute(Run(cfg, plan_, zones, spark, keys), stage)
+    submit = stage.spark and not here and cluster.is_cluster(cfg)
+    own = _guarded_start(cfg, plan_, stage, start_spark=stage.spark and spark is None and not submit)
+    try:
+        for later in NAMES[NAMES.index(name) :]:  # this run replaces what the stage, and all after it, made
+            zones.summary(later).unlink(missing_ok=True)
+        for folder in stage.owns:
+            clear(getattr(zones, folder))
+        if submit:
+            return _submit(cfg, plan_, name, keys, zones)
+        return _execute(Run(cfg, plan_, zones, own or spark, keys), stage)
+    finally:
+        if own is not None:
+            own.stop()
+
+
+def _guarded_start(cfg: Config, plan_: Plan, stage: Stage, *, start_spark: bool) -> SparkSession | None:
+    """Refuse a published build; with ``start_spark``, the stage's own session, whose JVM starts while
+    another thread asks the catalog (each takes seconds). Nothing is read or cleared before both end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    own = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kcure-guard") as pool:
+        published = pool.submit(_published, cfg) if stage.owns else None
+        try:
+            if start_spark:
+                from kcure.core.spark import build_session
+
+                app = f"kcure-{stage.name}-{plan_.build}"
+                own = build_session(cfg.spark, app_name=app, preload=stage.preload)
+            if published is not None and any(r.build == plan_.build for r in published.result()):
+                raise StageFailed(
+                    f"build {plan_.build} is published; its outputs are immutable. Choose a new build id."
+                )
+        except BaseException:
+            if own is not None:
+                own.stop()
+            raise
+    return own
+
+
+def _submit(cfg: Config, plan_: Plan, name: str, keys: dict[str, Secret], zones: BuildZones) -> dict[str, Any]:
+    """The stage as a spark-submit job on the cluster; its summary is the one the job wrote."""
+    from kcure import cluster
+
+    log = zones.summary(name).with_suffix(".log")
+    code = cluster.submit(cfg, name, _job_args(plan_), keys, log)
+    if code != 0:  # the log may quote Spark errors: point to it (owner-only), never copy it
+        raise StageFailed(f"{name} of build {plan_.build} failed on {cfg.spark['master']} (exit {code}); see {log}")
+    summary = read_json(zones.summary(name))
+    if summary is None:
+        raise StageFailed(f"{name} of build {plan_.build} left no summary at {zones.summary(name)}")
+    return dict(summary)
 
 
 def _execute(run: Run, stage: Stage) -> dict[str, Any]:
-    own = stage.spark and run.spark is None
-    if own:
-        from kcure.core.spark import build_session
-
-        run.spark = build_session(run.cfg.spark, app_name=f"kcure-{stage.name}-{run.plan.build}", preload=stage.preload)
-    try:
-        t0 = time.perf_counter()
-        summary = stage.body(run)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        if stage.spark:
-            summary["master"] = run.spark.sparkContext.master
-    finally:
-        if own:
-            run.spark.stop()
+    t0 = time.perf_counter()
+    summary = stage.body(run)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    if stage.spark:
+        summary["master"] = run.spark.sparkContext.master
     write_json_atomic(run.zones.summary(stage.name), summary, sort_keys=False)
     return summary
 

@@ -85,8 +85,13 @@ def test_a_failed_gate_stops_the_real_publish_and_nothing_becomes_visible(
             out / "T300",
             lambda t: t.set_column(0, "MID", pc.if_else(pc.equal(pa.array(range(t.num_rows)), 0), "0" * 20, t["MID"])),
         )
-    elif case == "extra_column":
-        _rewrite(out / "DEATH", lambda t: t.append_column("PHONE", pa.array(["010-1234-5678"] * t.num_rows)))
+    elif case == "extra_column":  # in a second file: one footer would not show it
+        first = sorted((out / "DEATH").glob("*.parquet"))[0]
+        rows = pq.read_table(first)
+        _rewrite(out / "DEATH", lambda t: t.slice(1))
+        pq.write_table(
+            rows.slice(0, 1).append_column("PHONE", pa.array(["010-1234-5678"])), first.parent / "part-99999.parquet"
+        )
     else:
         _rewrite(
             out / "RGST",

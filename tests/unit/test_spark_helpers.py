@@ -64,6 +64,17 @@ def test_schema_is_the_files_own_when_spark_recorded_other_columns(tmp_path: Pat
     assert parquet_schema(tmp_path / "rewritten.parquet").fieldNames() == ["SN_KEY", "PHONE"]
 
 
+def test_schema_holds_a_column_that_only_a_later_file_has(tmp_path: Path) -> None:
+    """Spark's own inference reads one footer: a PHONE column in the second file of a table would go
+    unread, so ungated, and the release would serve the file. Every footer counts here."""
+    root = _folder(tmp_path)
+    later = root / "_year=2016" / "part-00001.snappy.parquet"
+    pq.write_table(pa.table({"MID": ["c"], "PHONE": ["010-1234-5678"]}), later)
+    assert parquet_schema(root).fieldNames() == ["MID", "N", "D", "PHONE", "_year"]
+    later.unlink()
+    assert parquet_schema(root).fieldNames() == ["MID", "N", "D", "_year"]
+
+
 def test_spark_web_ui_is_off_unless_the_configuration_asks_for_it() -> None:
     from kcure.core.spark import session_conf
 

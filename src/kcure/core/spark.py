@@ -110,41 +110,58 @@ def build_session(
     return session
 
 
-def _data_file(root: Path) -> Path | None:
-    """The first Parquet data file under ``root`` (Spark's and pyarrow's hidden files skipped)."""
+def _data_files(root: Path) -> list[Path]:
+    """The Parquet data files under ``root``, sorted (Spark's and pyarrow's hidden files skipped)."""
     if root.is_file():
-        return root
-    return next((f for f in sorted(root.rglob("*.parquet")) if not _hidden(f.relative_to(root))), None)
+        return [root]
+    return sorted(f for f in root.rglob("*.parquet") if not _hidden(f.relative_to(root)))
+
+
+def _spark_fields(arrow: Any) -> list[Any]:
+    """A file's columns as Spark reads them: Spark's own record of the schema when the file holds
+    exactly the columns it names, else the file's Arrow schema converted; every field nullable."""
+    import json
+
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StructField, StructType
+
+    spark_json = (arrow.metadata or {}).get(b"org.apache.spark.sql.parquet.row.metadata")
+    schema = StructType.fromJson(json.loads(spark_json)) if spark_json else None
+    if schema is None or schema.fieldNames() != arrow.names:  # a file rewritten after Spark: its own columns
+        schema = from_arrow_schema(arrow.remove_metadata())
+    return [StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields]
 
 
 def parquet_schema(root: Path) -> Any:
-    """The Spark schema of the Parquet files under ``root``, as Spark would infer it, read from one
-    footer on the driver; ``None`` when there is no data file (the caller lets Spark decide).
+    """The Spark schema of the Parquet files under ``root``, read from their footers on the driver;
+    ``None`` when there is no data file (the caller lets Spark decide).
 
     Spark infers a schema with a job of its own (a listing and a footer read on the executors) for
     every ``spark.read.parquet``: at a second each, a build of ninety feed-years spent most of a
     small build's time there. Files Spark wrote carry Spark's own schema in their footer; others,
     and any whose recorded schema names other columns than the file holds (a file rewritten by
-    another tool keeps the old record), are converted from their Arrow schema. ``k=v`` folders become
-    partition columns (integer values as ``int``, as Spark's partition type inference makes them),
-    and every field is nullable, as Spark reads files.
-    """
-    import json
+    another tool keeps the old record), are converted from their Arrow schema.
 
+    Every file's footer is read, and the schema is the union of their columns in order of first
+    appearance (Spark's ``mergeSchema``): a column that one file alone holds is read, so the
+    gates see it, where Spark's own inference would read one footer and leave the column unseen
+    in a file the release then serves. ``k=v`` folders become partition columns (integer values
+    as ``int``, as Spark's partition type inference makes them).
+    """
     import pyarrow.parquet as pq
-    from pyspark.sql.pandas.types import from_arrow_schema
     from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-    file = _data_file(root)
-    if file is None:
+    files = _data_files(root)
+    if not files:
         return None
-    arrow = pq.read_schema(file)
-    spark_json = (arrow.metadata or {}).get(b"org.apache.spark.sql.parquet.row.metadata")
-    schema = StructType.fromJson(json.loads(spark_json)) if spark_json else None
-    if schema is None or schema.fieldNames() != arrow.names:  # a file rewritten after Spark: its own columns
-        schema = from_arrow_schema(arrow.remove_metadata())
-    fields = [StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields]
-    for part in file.relative_to(root).parts[:-1] if root.is_dir() else ():
+    first = pq.read_schema(files[0])
+    fields = _spark_fields(first)
+    for file in files[1:]:
+        arrow = pq.read_schema(file)
+        if arrow.names != first.names:
+            known = {f.name for f in fields}
+            fields += [f for f in _spark_fields(arrow) if f.name not in known]
+    for part in files[0].relative_to(root).parts[:-1] if root.is_dir() else ():
         name, _, value = part.partition("=")
         if not value:
             continue
