@@ -299,10 +299,10 @@ def _guarded_start(cfg: Config, plan_: Plan, stage: Stage, *, start_spark: bool)
         published = pool.submit(_published, cfg) if stage.owns else None
         try:
             if start_spark:
-                from kcure.core.spark import build_session
+                from kcure.core.spark import build_session, staged_mb
 
                 app = f"kcure-{stage.name}-{plan_.build}"
-                own = build_session(cfg.spark, app_name=app, preload=stage.preload)
+                own = build_session(cfg.spark, app_name=app, preload=stage.preload, input_mb=staged_mb(cfg))
             if published is not None and any(r.build == plan_.build for r in published.result()):
                 raise StageFailed(
                     f"build {plan_.build} is published; its outputs are immutable. Choose a new build id."
@@ -356,10 +356,11 @@ def run_plan(
     try:
         for name in plan_.stages:
             if STAGE[name].spark and spark is None and not cluster.is_cluster(cfg):
-                from kcure.core.spark import build_session
+                from kcure.core.spark import build_session, staged_mb
 
                 preload = tuple(m for n in plan_.stages for m in STAGE[n].preload)
-                spark = own = build_session(cfg.spark, app_name=f"kcure-build-{plan_.build}", preload=preload)
+                app = f"kcure-build-{plan_.build}"
+                spark = own = build_session(cfg.spark, app_name=app, preload=preload, input_mb=staged_mb(cfg))
             summaries[name] = run_stage(cfg, plan_, name, spark=spark)
             if on_stage is not None:
                 on_stage(name, summaries[name])

@@ -192,6 +192,16 @@ def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build
     assert len(hits_in(staged)) > 1000
 
 
+def test_a_small_build_starts_its_jvm_with_c1_only(built: Build) -> None:
+    """conf/pipeline.yaml's quick_start_below_mb: the build's staged input is far below it, so the
+    application the build ran (its event log says with which settings) compiled with C1 alone."""
+    import json
+
+    (log,) = [p for p in built.logs if p.is_file() and "events" in str(p)]
+    env = next(json.loads(line) for line in log.open() if '"SparkListenerEnvironmentUpdate"' in line)
+    assert "-XX:TieredStopAtLevel=1" in env["Spark Properties"]["spark.driver.extraJavaOptions"].split()
+
+
 def test_build_refuses_to_run_without_secrets(staged_local) -> None:  # type: ignore[no-untyped-def]
     local_cfg, _ = staged_local
     env = {k: v for k, v in os.environ.items() if not k.startswith("KCURE_") or k == "KCURE_CONF"}

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from kcure.core.config import Config
+
 #: Spark's redaction: configuration values whose keys match are hidden in the UI and event logs,
 #: and string literals matching the SQL regex are hidden in query plans (EXPLAIN, the SQL tab).
 REDACTION = {
@@ -19,7 +21,35 @@ REDACTION = {
 }
 
 
-def session_conf(spark_cfg: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:
+#: The driver JVM's compilers for a small input: C1 only. A small build is mostly the JVM warming up,
+#: and C2's compilations (on the same two cores) cost more than the faster code they make returns.
+QUICK_START = "-XX:TieredStopAtLevel=1"
+
+
+def quick_start(spark_cfg: dict[str, Any], input_mb: float | None) -> bool:
+    """Whether a local session over ``input_mb`` of input starts its JVM with :data:`QUICK_START`:
+    ``quick_start_below_mb`` in the Spark configuration (0 or absent: never)."""
+    limit = float(spark_cfg.get("quick_start_below_mb") or 0)
+    local = str(spark_cfg.get("master", "local")).startswith("local")
+    return local and input_mb is not None and input_mb < limit
+
+
+def folder_mb(path: Path) -> float:
+    """The size of the files under ``path`` (0 when it does not exist), from a listing: no read."""
+    if not path.is_dir():
+        return 0.0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def staged_mb(cfg: Config) -> float:
+    """The size of the staging zone, a build's input: it sizes the Spark sessions of its stages."""
+    return folder_mb(cfg.local_path("staging"))
+
+
+def session_conf(
+    spark_cfg: dict[str, Any], overrides: dict[str, str] | None = None, *, input_mb: float | None = None
+) -> dict[str, str]:
+    """The Spark settings of a session; ``input_mb``: the size of what it will read (see :func:`quick_start`)."""
     conf = {
         "spark.sql.shuffle.partitions": str(spark_cfg.get("shuffle_partitions", 8)),
         "spark.driver.memory": str(spark_cfg.get("driver_memory", "4g")),
@@ -44,6 +74,9 @@ def session_conf(spark_cfg: dict[str, Any], overrides: dict[str, str] | None = N
             conf["spark.local.dir"] = str(spark_cfg["local_dir"])
     conf.update(spark_cfg.get("conf", {}) or {})
     conf.update(overrides or {})
+    if quick_start(spark_cfg, input_mb):
+        java = conf.get("spark.driver.extraJavaOptions", "")
+        conf["spark.driver.extraJavaOptions"] = f"{java} {QUICK_START}".strip()
     return conf
 
 
@@ -86,14 +119,16 @@ def build_session(
     app_name: str | None = None,
     overrides: dict[str, str] | None = None,
     preload: tuple[str, ...] = (),
+    input_mb: float | None = None,
 ) -> SparkSession:
-    """The session for ``spark_cfg``; ``preload``: modules to import while its JVM starts."""
+    """The session for ``spark_cfg``; ``preload``: modules to import while its JVM starts; ``input_mb``:
+    the size of the data it will read, which picks the JVM's compilers (:func:`quick_start`)."""
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(str(spark_cfg.get("master", "local[2]"))).appName(
         app_name or str(spark_cfg.get("app_name", "kcure"))
     )
-    conf = session_conf(spark_cfg, overrides)
+    conf = session_conf(spark_cfg, overrides, input_mb=input_mb)
     for key in ("spark.local.dir", "spark.eventLog.dir"):  # made owner-only before the JVM writes there
         local = _local_path(conf.get(key, ""))
         if local is not None:

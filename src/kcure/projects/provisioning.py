@@ -199,9 +199,9 @@ def _run(
 
     own = spark is None
     if spark is None:
-        from kcure.core.spark import build_session
+        from kcure.core.spark import build_session, staged_mb
 
-        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}")
+        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}", input_mb=staged_mb(cfg))
     try:
         return X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
     except BaseException:
