@@ -135,3 +135,19 @@ def test_only_a_small_local_input_starts_the_jvm_with_c1_only() -> None:
     assert java not in session_conf({"master": "local[2]"}, input_mb=1)  # not configured: never
     mine = {**cfg, "conf": {java: "-Dkcure.x=1"}}
     assert session_conf(mine, input_mb=1)[java] == f"-Dkcure.x=1 {QUICK_START}"  # added to, never replacing
+
+
+def test_the_staged_size_is_measured_only_where_staging_is_a_local_folder(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import copy
+    import dataclasses
+
+    from kcure.core.spark import staged_mb
+
+    c = dataclasses.replace(cfg, home=tmp_path)
+    assert staged_mb(c) == 0.0  # nothing staged yet
+    (tmp_path / "staging" / "f").mkdir(parents=True)
+    (tmp_path / "staging" / "f" / "part.parquet").write_bytes(b"\0" * 2**20)
+    assert staged_mb(c) == 1.0
+    raw = copy.deepcopy(c.raw)
+    raw["pipeline.yaml"]["defaults"]["paths"]["staging"] = "s3a://bucket/staging"
+    assert staged_mb(dataclasses.replace(c, raw=raw)) is None

@@ -41,9 +41,11 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def staged_mb(cfg: Config) -> float:
-    """The size of the staging zone, a build's input: it sizes the Spark sessions of its stages."""
-    return folder_mb(cfg.local_path("staging"))
+def staged_mb(cfg: Config) -> float | None:
+    """The size of the staging zone, a build's input: it sizes the Spark sessions of its stages.
+    ``None`` when staging is not a local folder (HDFS, S3: a cluster's, which is never sized here)."""
+    where = cfg.path("staging")
+    return None if "://" in where else folder_mb(Path(where))
 
 
 def session_conf(
