@@ -199,9 +199,12 @@ def _run(
 
     own = spark is None
     if spark is None:
-        from kcure.core.spark import build_session, staged_mb
+        import os
 
-        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}", input_mb=staged_mb(cfg))
+        from kcure.core.spark import build_session
+
+        mb = sum(os.path.getsize(f) for table in files.values() for f in table) / 2**20  # the release's files read
+        spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}", input_mb=mb)
     try:
         return X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
     except BaseException:
