@@ -196,7 +196,9 @@ def assign(cfg: Config, feeds: dict[str, DataFrame], who: People) -> dict[str, D
             out[f] = out[f].withColumn("PK", none).withColumn("SN_KEY", none).withColumn("_who", none)
             continue
         if (parent, key) not in parents:
-            parents[(parent, key)] = _parents(out[parent], key).persist(StorageLevel.MEMORY_AND_DISK)
+            # one row per statement: at 5% its cached blocks outgrow the heap, and a MEMORY_AND_DISK
+            # block spilled to disk is read back into memory whole (an OutOfMemoryError in link)
+            parents[(parent, key)] = _parents(out[parent], key).persist(StorageLevel.DISK_ONLY)
             who.cached.append(parents[(parent, key)])
         via = F.col("_p_status").startswith("linked")
         status = F.when(via, "linked_via_mid").otherwise(F.coalesce(F.col("_p_status"), F.lit("unlinked")))
