@@ -13,6 +13,7 @@ import pytest
 
 from tests.build_fixture import Build
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+from tests.logtext import event_logs, read_text
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 ARROW_TYPES = {"string": "string", "int": "int32", "long": "int64", "double": "double", "date": "date32[day]"}
@@ -167,7 +168,8 @@ def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build
     roots = (built.out, built.pseudo, built.protected, built.home / "reports")
     files = [p for root in roots for p in root.rglob("*") if p.is_file()]
     files += [p for p in built.logs if p.is_file()]
-    assert any("events" in str(p) for p in files)
+    logs = event_logs(files)
+    assert logs and all("SparkListenerApplicationStart" in read_text(f) for f in logs)  # scanned as text
     token_re = re.compile(r"[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*")
     hangul_re = re.compile(r"[가-힣][가-힣0-9 ,동호-]*")
 
@@ -180,7 +182,7 @@ def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build
                     found |= set(col.drop_null().to_pylist())
             text = "\n".join(found)
         else:
-            text = f.read_text(encoding="utf-8", errors="replace")
+            text = read_text(f)  # event logs decompressed: their bytes would hide anything
             found = set(token_re.findall(text))
         runs = set(hangul_re.findall(text))
         return (found & tokens) | {k for k in korean if any(k in r for r in runs)} | {s for s in secrets if s in text}
@@ -197,8 +199,8 @@ def test_a_small_build_starts_its_jvm_with_c1_only(built: Build) -> None:
     application the build ran (its event log says with which settings) compiled with C1 alone."""
     import json
 
-    (log,) = [p for p in built.logs if p.is_file() and "events" in str(p)]
-    env = next(json.loads(line) for line in log.open() if '"SparkListenerEnvironmentUpdate"' in line)
+    (log,) = event_logs(built.logs)  # the build's one application
+    env = next(json.loads(x) for x in read_text(log).splitlines() if '"SparkListenerEnvironmentUpdate"' in x)
     assert "-XX:TieredStopAtLevel=1" in env["Spark Properties"]["spark.driver.extraJavaOptions"].split()
 
 
