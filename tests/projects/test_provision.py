@@ -349,9 +349,9 @@ def test_no_project_key_reaches_a_spark_plan_an_event_log_a_manifest_or_the_proj
     assert len(material) >= 4 * 9
     events = Path(os.environ["KCURE_HOME"]) / "spark-events"  # the test session's Spark event log
     files = [p for p in events.rglob("*") if p.is_file()]
-    logs = event_logs(files)
-    assert logs and all("SparkListenerApplicationStart" in read_text(f) for f in logs), "the event log is read"
     files += [p for p in (project_home.cfg.home / "projects").rglob("*") if p.is_file() and p.suffix != ".parquet"]
     texts = {f: read_text(f) for f in files}  # event logs decompressed: their bytes would hide anything
+    logs = event_logs(files)
+    assert logs and all("SparkListenerApplicationStart" in texts[f] for f in logs), "the event log is read"
     leaks = [str(f) for f, text in texts.items() for m in material if m in text]
     assert leaks == []

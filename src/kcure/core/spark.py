@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pyspark.sql import DataFrame, SparkSession
 
     from kcure.core.config import Config
@@ -34,11 +36,14 @@ def quick_start(spark_cfg: dict[str, Any], input_mb: float | None) -> bool:
     return local and input_mb is not None and input_mb < limit
 
 
+def files_mb(files: Iterable[Path | str]) -> float:
+    """The size of ``files`` in MB, from their metadata: no read."""
+    return sum(os.path.getsize(f) for f in files) / 2**20
+
+
 def folder_mb(path: Path) -> float:
-    """The size of the files under ``path`` (0 when it does not exist), from a listing: no read."""
-    if not path.is_dir():
-        return 0.0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    """The size of the files under ``path`` (0 when it does not exist)."""
+    return files_mb(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0.0
 
 
 def staged_mb(cfg: Config) -> float | None:

@@ -199,11 +199,9 @@ def _run(
 
     own = spark is None
     if spark is None:
-        import os
+        from kcure.core.spark import build_session, files_mb
 
-        from kcure.core.spark import build_session
-
-        mb = sum(os.path.getsize(f) for table in files.values() for f in table) / 2**20  # the release's files read
+        mb = files_mb(f for table in files.values() for f in table)  # the release's files it reads
         spark = build_session(cfg.spark, app_name=f"kcure-provision-{project}", input_mb=mb)
     try:
         return X.run(spark, cfg, app, files, key, new, prior=prior, exception=exception)
