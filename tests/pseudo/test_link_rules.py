@@ -98,6 +98,12 @@ def linked(spark, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         [
             (2015, "a", "sa", True, "20150211", "C169", None, "1"),  # before a's diagnosis month (201503)
             (2019, "b", "sb", True, "20190501", "C169", None, "2"),
+            # a second death of b, by secondary key: a stranger's unidentified death (keep_rrn drops it)
+            (2020, None, "sb", False, "20200101", "I219", None, "2"),
+            # two deaths of a by secondary key only (a's RRN row is dropped above): neither is trusted
+            (2018, None, "sa", False, "20180301", "I219", None, "1"),
+            (2018, None, "sa", False, "20180302", "J189", None, "1"),
+            (2019, None, "sc", False, "20190704", "C169", None, "1"),  # c's one death, by secondary key: kept
         ],
     )
     return linker.run(spark, c, LIB, root, home / "linked" / "b"), spark
@@ -114,7 +120,16 @@ def test_report_counts_every_rule(linked) -> None:  # type: ignore[no-untyped-de
     assert (e17["unlinked"], e17["duplicates_dropped"], e17["linked_rrn"]) == (1, 1, 1)
     assert rep[("nhis_eligibility", 2015)]["sex_conflicts_flagged"] == 1
     assert rep[("kostat_death", 2015)]["conflicts_dropped"] == 1
-    assert rep[("kostat_death", 2019)]["in_library"] == 1
+    assert (rep[("kostat_death", 2019)]["in_library"], rep[("kostat_death", 2019)]["linked_secondary"]) == (2, 1)
+
+
+def test_a_person_keeps_one_death_and_a_secondary_key_never_outvotes_the_rrn(linked) -> None:  # type: ignore[no-untyped-def]
+    result, _ = linked
+    rep = {(r["_feed"], r["_year"]): r for r in result.report}
+    assert (rep[("kostat_death", 2020)]["conflicts_dropped"], rep[("kostat_death", 2020)]["in_library"]) == (1, 0)
+    assert (rep[("kostat_death", 2018)]["conflicts_dropped"], rep[("kostat_death", 2018)]["in_library"]) == (2, 0)
+    r = rep[("kostat_death", 2020)]
+    assert r["staged"] == sum(r[s] for s in linker.LINKAGE_STATUSES) + r["duplicates_dropped"] + r["conflicts_dropped"]
 
 
 def test_library_rows_and_resolved_values(linked) -> None:  # type: ignore[no-untyped-def]
@@ -132,4 +147,5 @@ def test_library_rows_and_resolved_values(linked) -> None:  # type: ignore[no-un
     )
     assertDataFrameEqual(bfc, want_bfc)  # the registry's sex wins over eligibility's
     death = spark.read.parquet(str(result.out / "DEATH")).select("SN_KEY", "DREGDATE")
-    assertDataFrameEqual(death, spark.createDataFrame([(sn("b"), "20190501")], "SN_KEY string, DREGDATE string"))
+    want_death = [(sn("b"), "20190501"), (sn("c"), "20190704")]  # one death per person, b's by RRN
+    assertDataFrameEqual(death, spark.createDataFrame(want_death, "SN_KEY string, DREGDATE string"))

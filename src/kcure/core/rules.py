@@ -94,6 +94,7 @@ class Conflicts:
     duplicates: str  # drop | keep
     sex: str  # registry | keep
     death_before_diagnosis: str  # drop_death | keep
+    several_deaths: str  # keep_rrn | keep
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ def parse_library(file: str, raw: Any, feeds: dict[str, Feed]) -> Library:
         duplicates=fw.get("duplicates", str, choices=("drop", "keep")),
         sex=fw.get("sex", str, choices=("registry", "keep")),
         death_before_diagnosis=fw.get("death_before_diagnosis", str, choices=("drop_death", "keep")),
+        several_deaths=fw.get("several_deaths", str, choices=("keep_rrn", "keep")),
     )
     return Library(tables, cohort, conflicts)
 

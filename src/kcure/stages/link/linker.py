@@ -235,7 +235,33 @@ def resolve_conflicts(cfg: Config, df: DataFrame, table: LibraryTable, facts: Da
         first_day = F.rpad(F.col("_first_dx"), 8, "01")  # a yyyyMM diagnosis counts from its month's first day
         conflict = F.coalesce(F.col(table.death_date) < first_day, F.lit(False))
     df = df.withColumn("_conflict_drop", conflict)
+    if table.death_date and rules.several_deaths == "keep_rrn":
+        df = df.withColumn("_conflict_drop", F.col("_conflict_drop") | second_death(df))
     return df.withColumn("_in_library", F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop"))
+
+
+def second_death(df: DataFrame) -> Any:
+    """True for a death row that ``conflicts.several_deaths: keep_rrn`` drops: of a person's rows still
+    standing, the one linked by RRN is kept (the latest delivered: delivery, year, file, line), and a row
+    linked by secondary key only when it is the person's one row.
+
+    One window over the person; a row without a person is its own partition (its source position),
+    so the death feed's many out-of-cohort rows are not all sorted in one task.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    standing = F.col("PK").isNotNull() & ~F.col("_dup") & ~F.col("_conflict_drop")
+    rrn = F.col("_status") == "linked_rrn"
+    where = ("_year", "_delivery", "_file", "_line")
+    person = F.coalesce(F.col("PK"), F.concat_ws("|", F.lit("row"), *[F.col(c).cast("string") for c in where]))
+    w = Window.partitionBy(person)
+    best = Window.partitionBy(person).orderBy(
+        standing.desc(), rrn.desc(), *[F.col(c).desc() for c in ("_delivery", "_year", "_file", "_line")]
+    )
+    rows = F.sum(F.when(standing, 1).otherwise(0)).over(w)
+    kept = (F.row_number().over(best) == 1) & (rrn | (rows == 1))
+    return standing & ~kept
 
 
 def library_columns(df: DataFrame, table: LibraryTable) -> DataFrame:
