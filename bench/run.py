@@ -352,6 +352,8 @@ def bench_redelivery(
     summaries = home / "reports" / "builds" / build
     pseudo = json.loads((summaries / "pseudonymize.json").read_text(encoding="utf-8"))
     link = json.loads((summaries / "link.json").read_text(encoding="utf-8"))
+    protect = json.loads((summaries / "protect.json").read_text(encoding="utf-8"))
+    gates = json.loads((summaries / "check.json").read_text(encoding="utf-8"))
     seconds = sum(s["seconds"] for s in out)
     full_seconds = sum(s["seconds"] for s in full)
     build_only = sum(s["seconds"] for s in out if s["stage"] != "ingest")
@@ -364,6 +366,8 @@ def bench_redelivery(
         "build_x_full_build": round(build_only / full_build, 3),
         "reused": pseudo.get("reused") or {},
         "reused_link": link.get("reused") or {},
+        "reused_protect": protect.get("reused") or {},
+        "suites_reused": {t: x["passed_in"] for t, x in (gates.get("suites") or {}).items() if "passed_in" in x},
         "compared": compare.compare_releases(home, "bench", home, build),
     }
 
@@ -465,7 +469,8 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"re-delivery of {v['feed_year']} (release bench-re; pseudonymized feeds reused from the full build: "
             f"{len(v['reused'])}, {', '.join(sorted(v['reused'])) or 'none'}; linked feeds reused: "
-            f"{len(v.get('reused_link', {}))}):",
+            f"{len(v.get('reused_link', {}))}; protected tables reused: {len(v.get('reused_protect', {}))}; "
+            f"table suites not run again: {len(v.get('suites_reused', {}))}):",
             "",
             "| step | wall s | CPU s | peak mem MB (PSS) | disk MB |",
             "|---|---:|---:|---:|---:|",

@@ -128,13 +128,15 @@ def _protect(run: Run) -> dict[str, Any]:
     from kcure.stages.protect import recode
 
     privacy = recode.run(run.spark, run.cfg, run.zones.linked, run.zones.protected)
-    return {"out": str(run.zones.protected), "success": privacy["success"], "privacy": privacy}
+    reused = privacy.pop("reused", {})
+    return {"out": str(run.zones.protected), "success": privacy["success"], "privacy": privacy, "reused": reused}
 
 
 def _check(run: Run) -> dict[str, Any]:
     from kcure.stages import check
 
-    report = check.run(run.spark, run.cfg, run.zones.linked, run.zones.protected, run.zones.data_docs)
+    z = run.zones
+    report = check.run(run.spark, run.cfg, z.linked, z.protected, z.data_docs, z.summaries)
     # the gate report's own "seconds" (per phase) is kept as "phases": "seconds" is the stage's wall time
     return {**report.to_dict(), "phases": dict(report.seconds), "failures": [c.message() for c in report.failures]}
 

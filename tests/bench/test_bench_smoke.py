@@ -60,6 +60,10 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     assert re["feed_year"] == "hira_t200/2016" and [x["stage"] for x in re["steps"]] == STAGES
     assert "hira_t200" not in re["reused"] and set(re["reused"].values()) == {"bench"} and len(re["reused"]) >= 8
     assert "hira_t200" not in re["reused_link"] and set(re["reused_link"].values()) == {"bench"}
+    # protect rewrites T200 only (its claim lines' decisions are the same), check runs T200's suite only
+    assert "T200" not in re["reused_protect"] and {"RGST", "T300"} <= set(re["reused_protect"])
+    assert set(re["reused_protect"].values()) == set(re["suites_reused"].values()) == {"bench"}
+    assert "T200" not in re["suites_reused"] and len(re["suites_reused"]) >= 8
     assert re["compared"]["equal"], re["compared"]
     compared = re["compared"]["tables"]
     assert sum(t["rows"] for t in compared.values()) == by["publish"]["rows_out"] > 0  # every row, not none

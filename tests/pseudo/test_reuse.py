@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kcure.core.reuse import REUSE_KEY
-from kcure.core.zones import LINKAGE_REPORT
+from kcure.core.zones import LINKAGE_REPORT, link_or_copy_tree
 from tests.build_fixture import Build
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
@@ -144,3 +144,73 @@ def test_relation_digest_ignores_row_order_and_sees_any_changed_row(spark) -> No
     assert digest(rows[:3]) != base  # a row gone
     assert digest([("lk1", "sk1"), *rows[1:]]) != base  # values swapped between columns
     assert digest([("sk3", "lk1"), ("sk2", "lk1"), ("sk1", None), ("sk4", "lk2")]) != base  # a pairing changed
+
+
+def test_protect_rewrites_only_the_tables_whose_rows_or_decisions_changed(  # type: ignore[no-untyped-def]
+    built: Build, spark, cfg, tmp_path: Path
+) -> None:
+    from kcure.core.zones import PRIVACY
+    from kcure.stages.protect import recode
+
+    c = dataclasses.replace(cfg, home=tmp_path)
+    zone = tmp_path / "protected"
+    first = recode.run(spark, c, built.out, zone / "p1")
+    written = sorted(first["rows_dropped"])  # the tables protect rewrites (the others are link's files)
+    assert first["reused"] == {} and {"RGST", "T200", "T300"} <= set(written)
+    for table in written:
+        assert (zone / "p1" / table / REUSE_KEY).is_file(), table
+
+    # nothing changed: every rewritten table is linked from p1, no byte written again, the same privacy result
+    second = recode.run(spark, c, built.out, zone / "p2")
+    assert second["reused"] == dict.fromkeys(written, "p1")
+    for table in written:
+        one = next((zone / "p1" / table).glob("*.parquet"))
+        assert os.path.samefile(one, zone / "p2" / table / one.name), table
+    assert (zone / "p2" / PRIVACY).read_text() == (zone / "p1" / PRIVACY).read_text()
+
+    # link made T300 from other input (its lineage key differs): only T300 is written again, with equal rows
+    src = tmp_path / "linked" / "t9"
+    link_or_copy_tree(built.out, src)  # link's files, the same inodes
+    key_file = src / "_lineage" / "hira_t300" / REUSE_KEY
+    doc = json.loads(key_file.read_text())
+    key_file.unlink()  # a hard link: never write through it into the fixture's build
+    key_file.write_text(json.dumps({**doc, "key": "0" * 64}), encoding="utf-8")
+    third = recode.run(spark, c, src, zone / "p3")
+    assert third["reused"] == {t: "p2" for t in written if t != "T300"}  # the newest equal build
+    assert _flat_rows(zone / "p3" / "T300") == _flat_rows(zone / "p1" / "T300")
+    t300 = [next((zone / p / "T300").glob("*.parquet")) for p in ("p1", "p3")]
+    assert not os.path.samefile(*t300)
+
+
+def test_check_runs_again_only_the_suites_of_tables_whose_files_changed(  # type: ignore[no-untyped-def]
+    built: Build, spark, cfg, tmp_path: Path
+) -> None:
+    from kcure.stages import check
+
+    for zone in ("staging", "quarantine"):  # accounting compares with what the fixture staged
+        (tmp_path / zone).symlink_to(built.home / zone)
+    c = dataclasses.replace(cfg, home=tmp_path)
+    summaries = tmp_path / "reports" / "builds"
+    first = check.run(spark, c, built.out, built.protected, tmp_path / "docs1", summaries / "b1")
+    assert first.success, [x.message() for x in first.failures]
+    assert first.suites and not any("passed_in" in s for s in first.suites.values())
+    (summaries / "b1").mkdir(parents=True)
+    (summaries / "b1" / "check.json").write_text(json.dumps(first.to_dict()), encoding="utf-8")
+
+    # b2: every table the same files as b1's, except T300 (rewritten with the same rows)
+    protected = tmp_path / "protected" / "b2"
+    link_or_copy_tree(built.protected, protected)
+    for f in (protected / "T300").glob("*.parquet"):
+        data = f.read_bytes()
+        f.unlink()
+        f.write_bytes(data)
+    second = check.run(spark, c, built.out, protected, tmp_path / "docs2", summaries / "b2")
+    reused = {t for t, s in second.suites.items() if s.get("passed_in") == "b1"}
+    assert reused == set(first.suites) - {"T300"} and "passed_in" not in second.suites["T300"]
+    assert [x.__dict__ for x in second.checks] == [x.__dict__ for x in first.checks]  # the same gate result
+
+    # a failed suite is never taken from an earlier build
+    doc = first.to_dict()
+    doc["suites"] = {t: {**s, "success": False} for t, s in doc["suites"].items()}
+    (summaries / "b1" / "check.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert check.SuiteReuse.load(c, summaries / "b3", {}).passed == {}

@@ -161,22 +161,32 @@ def _recoded(r: Reveal, rules: Privacy) -> Column:
     raise ValueError(f"no recoding for {r.kind}")
 
 
+def decisions(cfg: Config, tables: dict[str, DataFrame], persons: DataFrame, name: str) -> DataFrame:
+    """What table ``name``'s rows are joined to: the persons' decisions by SN_KEY or, for claim lines,
+    those of the people the recoding touched, by their statement's key (so the table's recoded rows
+    are a function of the table and this relation alone)."""
+    if "SN_KEY" in tables[name].columns:
+        return persons
+    feed = cfg.feeds[cfg.library.tables[name].source]
+    key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+    touched = persons.where(" OR ".join(f"{c} IS NOT NULL" for c in PERSON_COLUMNS[3:]))
+    return tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
+
+
+def revealing(cfg: Config, tables: dict[str, DataFrame]) -> list[str]:
+    """The tables with a column that reveals a quasi-identifier."""
+    return [name for name in tables if any(r.table == name for r in cfg.privacy.reveals)]
+
+
 def apply_reveals(cfg: Config, tables: dict[str, DataFrame], persons: DataFrame) -> dict[str, DataFrame]:
     """Every table with a revealing column, with the persons' decisions applied to it."""
     rules = cfg.privacy
     out = {}
-    for name, df in tables.items():
+    for name in revealing(cfg, tables):
+        df = tables[name]
         reveals = [r for r in rules.reveals if r.table == name]
-        if not reveals:
-            continue
-        if "SN_KEY" in df.columns:
-            joined = df.join(persons, "SN_KEY", "left")
-        else:  # claim lines reach their person through their statement: only people the recoding touched
-            feed = cfg.feeds[cfg.library.tables[name].source]
-            key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
-            touched = persons.where(" OR ".join(f"{c} IS NOT NULL" for c in PERSON_COLUMNS[3:]))
-            owners = tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
-            joined = df.join(owners, key, "left")
+        on = "SN_KEY" if "SN_KEY" in df.columns else str(cfg.feeds[cfg.library.tables[name].source].person_via)
+        joined = df.join(decisions(cfg, tables, persons, name), on, "left")
         new = {r.column: _recoded(r, rules).cast(df.schema[r.column].dataType) for r in reveals}
         out[name] = joined.select(*[new[c].alias(c) if c in new else joined[c] for c in df.columns])
     return out

@@ -10,16 +10,27 @@
   + unlinked + dropped rows, and each table holds exactly the rows the report puts in the library.
 A failure names the table and the check, with a few failing rows shown by pseudonymous key only.
 The check stage never fails on a failed gate: it records the result, and the publish stage refuses.
+
+**Reuse.** A table suite's result is a function of the table's bytes, the suite and its parameters,
+and the code that runs it. The check summary records, per table, the identity of its files (device,
+inode, size and modification time of each: a table linked from an earlier build is the same files)
+and a digest of the suite, its parameters, this stage's code and the Great Expectations version.
+A suite that passed in an earlier build on the very same files is not run again: its check is
+recorded as before, and the summary's ``suites`` names the build it passed in. Failed suites always
+run again; referential integrity and accounting are library-wide and always run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcure.core.contract import parent_of
+from kcure.core.reuse import code_digest, enabled, key_of
 from kcure.core.spark import parquet_rows, read_parquet
 from kcure.core.staging import Staging
 from kcure.core.zones import LINKAGE_REPORT, LINKAGE_STATUSES, PRIVACY, read_json
@@ -50,6 +61,7 @@ class Check:
 class GateReport:
     checks: list[Check] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)  # table -> what its suite ran on (Reuse)
 
     @property
     def success(self) -> bool:
@@ -60,20 +72,80 @@ class GateReport:
         return [c for c in self.checks if not c.success and c.severity == "critical"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"success": self.success, "seconds": self.seconds, "checks": [c.__dict__ for c in self.checks]}
+        return {
+            "success": self.success,
+            "seconds": self.seconds,
+            "checks": [c.__dict__ for c in self.checks],
+            "suites": self.suites,
+        }
 
 
-def _expectations(spark: SparkSession, cfg: Config, tables: dict[str, DataFrame], docs: Path | None) -> list[Check]:
-    from kcure.core.suites import GateRunner
+def files_identity(folder: Path) -> str:
+    """A digest of which files a table is: each Parquet file's name, device, inode, size and
+    modification time (a hard link from an earlier build is the same file; a rewrite never is)."""
+    ids = []
+    for f in sorted(folder.glob("*.parquet")):
+        st = f.stat()
+        ids.append([f.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest() if ids else ""
+
+
+@dataclass
+class SuiteReuse:
+    """The suites that passed in earlier builds: (table, files, suite digest) -> that build."""
+
+    suite_base: dict[str, Any]
+    passed: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, cfg: Config, summaries: Path | None, params: dict[str, Any]) -> SuiteReuse:
+        import great_expectations as gx
+
+        base = {"code": code_digest(__name__), "gx": gx.__version__, "params": params}
+        found = cls(base)
+        if summaries is None or not enabled(cfg):
+            return found
+        this = summaries.name
+        for path in sorted(summaries.parent.glob("*/check.json"), key=lambda p: p.stat().st_mtime):
+            if path.parent.name == this:
+                continue
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            for table, rec in (doc.get("suites") or {}).items():
+                if rec.get("success") and rec.get("files"):
+                    found.passed[(table, rec["files"], rec["suite"])] = rec.get("passed_in") or path.parent.name
+        return found
+
+    def suite_digest(self, name: str) -> str:
+        from kcure.core.suites import load_suite_json
+
+        return key_of({**self.suite_base, "suite": load_suite_json(f"library/{name}")})
+
+
+def _expectations(
+    spark: SparkSession, cfg: Config, tables: dict[str, DataFrame], docs: Path | None, where: Reused
+) -> list[Check]:
+    from kcure.core.suites import GateRunner, load_suite_json
 
     lo, hi = cfg.privacy.window
+    params = {"window_start_year": lo, "window_end_year": hi}
     runner = GateRunner(docs)
+    reuse = SuiteReuse.load(cfg, where.summaries, params)
     out = []
     for name, df in tables.items():
+        files, suite = files_identity(where.protected / name), reuse.suite_digest(name)
+        rec: dict[str, Any] = {"files": files, "suite": suite}
+        earlier = reuse.passed.get((name, files, suite)) if files else None
+        if earlier is not None:
+            n = len(load_suite_json(f"library/{name}")["expectations"])
+            out.append(Check(name, f"suite library/{name}", True, f"{n} expectations"))
+            where.suites[name] = {**rec, "success": True, "passed_in": earlier}
+            continue
         spark.sparkContext.setJobDescription(f"check: expectations {name}")
-        res = runner.validate(
-            f"library/{name}", df, batch=name, params={"window_start_year": lo, "window_end_year": hi}, kind="spark"
-        )
+        res = runner.validate(f"library/{name}", df, batch=name, params=params, kind="spark")
+        where.suites[name] = {**rec, "success": res.success}
         for o in res.outcomes:
             if not o.success and o.severity == "critical":
                 detail = (
@@ -208,8 +280,20 @@ def _privacy_checks(privacy: dict[str, Any]) -> list[Check]:
     ]
 
 
-def run(spark: SparkSession, cfg: Config, linked: Path, protected: Path, docs: Path) -> GateReport:
-    """Every gate over the protected tables; Data Docs of the library suites go to ``docs``."""
+@dataclass
+class Reused:
+    """Where the tables are, where the earlier builds' check summaries are, and what the suites ran on."""
+
+    protected: Path
+    summaries: Path | None  # this build's summary folder (its siblings: the earlier builds'); None: no reuse
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run(
+    spark: SparkSession, cfg: Config, linked: Path, protected: Path, docs: Path, summaries: Path | None = None
+) -> GateReport:
+    """Every gate over the protected tables; Data Docs of the library suites go to ``docs``. With
+    ``summaries`` (this build's summary folder), a suite that passed on the same files is not run again."""
     privacy = read_json(protected / PRIVACY)
     if privacy is None:
         raise FileNotFoundError(f"{protected / PRIVACY} is missing: run the protect stage first")
@@ -218,8 +302,9 @@ def run(spark: SparkSession, cfg: Config, linked: Path, protected: Path, docs: P
         return report
     tables = {n: read_parquet(spark, protected / n) for n in cfg.library.tables if (protected / n).is_dir()}
     linkage = read_json(linked / LINKAGE_REPORT) or []
+    where = Reused(protected, summaries)
     for phase, fn in (
-        ("expectations", lambda: _expectations(spark, cfg, tables, docs)),
+        ("expectations", lambda: _expectations(spark, cfg, tables, docs, where)),
         ("referential_integrity", lambda: _integrity(cfg, tables)),
         ("accounting", lambda: _accounting(cfg, linkage, {n: parquet_rows(protected / n) for n in tables}, privacy)),
     ):
@@ -227,4 +312,5 @@ def run(spark: SparkSession, cfg: Config, linked: Path, protected: Path, docs: P
         spark.sparkContext.setJobDescription(f"check: {phase}")
         report.checks += fn()
         report.seconds[phase] = round(time.perf_counter() - t0, 2)
+    report.suites = where.suites
     return report

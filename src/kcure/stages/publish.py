@@ -192,6 +192,7 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
     z = BuildZones(cfg, build)
     pseudo = read_json(z.summary("pseudonymize")) or {}
     link = read_json(z.summary("link")) or {}
+    protect = read_json(z.summary("protect")) or {}
     gates = read_json(z.summary("check")) or {}
     return {
         "code_version": _code_version(),
@@ -199,7 +200,11 @@ def manifest_for(cfg: Config, build: str) -> dict[str, Any]:
         # what this build read, recorded when pseudonymize read staging, not what is staged now
         "inputs": pseudo.get("inputs") if "inputs" in pseudo else staged_inputs(cfg),
         # per stage, the feeds whose output this build linked from an earlier build made from the same inputs
-        "reused": {"pseudonymize": pseudo.get("reused") or {}, "link": link.get("reused") or {}},
+        "reused": {
+            "pseudonymize": pseudo.get("reused") or {},
+            "link": link.get("reused") or {},
+            "protect": protect.get("reused") or {},
+        },
         "linkage_report": read_json(z.linked / LINKAGE_REPORT),
         "linkage_quality": read_json(z.linked / LINKAGE_QUALITY),
         "data_dictionary": read_json(z.linked / DICTIONARY),
