@@ -18,6 +18,9 @@ DEMO_SEED ?= 20240101
 DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 DEMO_PROJECT ?= kc20261130002
 PYTEST_ARGS ?=
+# make test runs the test files on this many pytest-xdist workers (each file on one worker, so its
+# module fixtures are built once); most of the suite waits on JVM start-up, Airflow and subprocesses
+TEST_WORKERS ?= 2
 
 .PHONY: help install check-java browser demo airflow workspace bench bench-scaling test test-fast lint fmt clean
 
@@ -93,7 +96,7 @@ browser: ## Debian's chromium for the browser test (apt-get; needs root or sudo)
 
 test: install browser  ## run the whole test suite (unit, spark, airflow, integration, slow): what CI runs
 	$(UV) pip check --python $(BIN)/python
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install  ## the edit loop: unit tests and the quick Spark tier (everything not marked slow)
 	$(UV) pip check --python $(BIN)/python
