@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Isolate everything a test run writes, before Airflow or the pipeline is imported anywhere.
 _RUN_HOME = Path(tempfile.mkdtemp(prefix="kcure-tests-"))
 os.environ["KCURE_HOME"] = str(_RUN_HOME)
-os.environ.setdefault("AIRFLOW_HOME", str(_RUN_HOME / "airflow"))
+# Always this process's own: a pytest-xdist worker inherits the controller's environment, and two
+# workers must never share an Airflow metadata database.
+os.environ["AIRFLOW_HOME"] = str(_RUN_HOME / "airflow")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")

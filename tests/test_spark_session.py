@@ -34,3 +34,24 @@ def test_the_spark_icd10_block_agrees_with_the_python_one(spark) -> None:  # typ
     for r in rows:
         expected = kanon.icd10_block(r["KCD"])
         assert r["b"] == (None if expected == kanon.SUPPRESSED else expected), r
+
+
+def test_a_stage_run_in_a_process_with_a_session_uses_it_and_leaves_it_running(  # type: ignore[no-untyped-def]
+    spark, cfg, tmp_path: Path, monkeypatch
+) -> None:
+    import dataclasses
+
+    from pyspark.sql import SparkSession
+
+    from kcure import pipeline
+    from tests.unit.test_stage_model import _publish_marker
+
+    c = dataclasses.replace(cfg, home=tmp_path)
+    monkeypatch.setenv("KCURE_LIBRARY_SECRET", "B" * 40)
+    _publish_marker(c, "r1", "b1")
+    (tmp_path / "reports" / "builds" / "b1").mkdir(parents=True)
+    (tmp_path / "reports" / "builds" / "b1" / "pseudonymize.json").write_text("{}")
+    with pytest.raises(pipeline.StageFailed, match="build b1 is published"):  # refused after the session is up
+        pipeline.run_stage(c, pipeline.Plan("b1", "r1", ("link",)), "link")
+    assert SparkSession.getActiveSession() is spark and spark.range(3).count() == 3  # not stopped, not replaced
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "1"

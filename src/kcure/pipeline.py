@@ -277,6 +277,10 @@ def run_stage(
             f"run it first (kcure build --build {plan_.build} --from {stage.needs})"
         )
     submit = stage.spark and not here and cluster.is_cluster(cfg)
+    if stage.spark and spark is None and not submit:
+        from kcure.core.spark import active_session
+
+        spark = active_session()  # this process's running session: used, never stopped here
     own = _guarded_start(cfg, plan_, stage, start_spark=stage.spark and spark is None and not submit)
     try:
         for later in NAMES[NAMES.index(name) :]:  # this run replaces what the stage, and all after it, made
@@ -358,11 +362,13 @@ def run_plan(
     try:
         for name in plan_.stages:
             if STAGE[name].spark and spark is None and not cluster.is_cluster(cfg):
-                from kcure.core.spark import build_session, staged_mb
+                from kcure.core.spark import active_session, build_session, staged_mb
 
-                preload = tuple(m for n in plan_.stages for m in STAGE[n].preload)
-                app = f"kcure-build-{plan_.build}"
-                spark = own = build_session(cfg.spark, app_name=app, preload=preload, input_mb=staged_mb(cfg))
+                spark = active_session()  # this process's running session: used, never stopped here
+                if spark is None:
+                    preload = tuple(m for n in plan_.stages for m in STAGE[n].preload)
+                    app = f"kcure-build-{plan_.build}"
+                    spark = own = build_session(cfg.spark, app_name=app, preload=preload, input_mb=staged_mb(cfg))
             summaries[name] = run_stage(cfg, plan_, name, spark=spark)
             if on_stage is not None:
                 on_stage(name, summaries[name])

@@ -72,21 +72,37 @@ def read_key(folder: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("key"), str) else None
 
 
+def files_identity(folder: Path, *, inodes: bool = False) -> str:
+    """A digest of which Parquet files ``folder`` holds: each one's path, size and modification time
+    (with ``inodes``, also its device and inode: a hard link is the same file, a copy never is).
+    A file replaced or rewritten after the output was made changes it."""
+    ids = []
+    for f in sorted(folder.rglob("*.parquet")):
+        st = f.stat()
+        ids.append(
+            [str(f.relative_to(folder)), st.st_size, st.st_mtime_ns, *([st.st_dev, st.st_ino] if inodes else [])]
+        )
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest() if ids else ""
+
+
 def write_key(folder: Path, key: str, **extra: Any) -> None:
-    """Mark ``folder`` complete and made from ``key`` (written last, after the output itself)."""
-    (folder / REUSE_KEY).write_text(json.dumps({"key": key, **extra}, sort_keys=True) + "\n", encoding="utf-8")
+    """Mark ``folder`` complete and made from ``key`` (written last, after the output itself), with
+    the identity of the files it was made as: an output whose files were replaced since is never reused."""
+    doc = {"key": key, **extra, "files": files_identity(folder)}
+    (folder / REUSE_KEY).write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def reusable(out: Path, rel: str, key: str) -> tuple[Path, dict[str, Any]] | None:
-    """The newest earlier build's ``<build>/<rel>`` whose reuse key is ``key`` (``out`` is this build's
-    folder; its siblings are the earlier builds of the same zone), with its reuse record."""
+    """The newest earlier build's ``<build>/<rel>`` whose reuse key is ``key`` and whose files are still
+    the ones it was made as (``out`` is this build's folder; its siblings are the earlier builds of
+    the same zone), with its reuse record."""
     found = []
     for candidate in out.parent.glob(f"*/{rel}/{REUSE_KEY}"):
         folder = candidate.parent
         if out in folder.parents:
             continue
         doc = read_key(folder)
-        if doc is not None and doc["key"] == key:
+        if doc is not None and doc["key"] == key and doc.get("files") == files_identity(folder):
             found.append((candidate.stat().st_mtime, str(folder), doc))
     if not found:
         return None

@@ -120,6 +120,15 @@ def _preload(modules: tuple[str, ...]) -> threading.Thread | None:
     return thread
 
 
+def active_session() -> SparkSession | None:
+    """The session already running in this process, if any. A caller that finds one uses it and
+    leaves it running: stopping a session it did not start would stop its owner's (one SparkContext
+    per process), and a new session would silently take the running one's settings anyway."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
 def build_session(
     spark_cfg: dict[str, Any],
     *,

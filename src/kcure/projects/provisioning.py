@@ -197,6 +197,10 @@ def _run(
     unless the stage completes."""
     from kcure.stages.provision import extract as X
 
+    if spark is None:
+        from kcure.core.spark import active_session
+
+        spark = active_session()  # this process's running session: used, never stopped here
     own = spark is None
     if spark is None:
         from kcure.core.spark import build_session, files_mb

@@ -22,7 +22,6 @@ run again; referential integrity and accounting are library-wide and always run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcure.core.contract import parent_of
-from kcure.core.reuse import code_digest, enabled, key_of
+from kcure.core.reuse import code_digest, enabled, files_identity, key_of
 from kcure.core.spark import parquet_rows, read_parquet
 from kcure.core.staging import Staging
 from kcure.core.zones import LINKAGE_REPORT, LINKAGE_STATUSES, PRIVACY, read_json
@@ -80,16 +79,6 @@ class GateReport:
         }
 
 
-def files_identity(folder: Path) -> str:
-    """A digest of which files a table is: each Parquet file's name, device, inode, size and
-    modification time (a hard link from an earlier build is the same file; a rewrite never is)."""
-    ids = []
-    for f in sorted(folder.glob("*.parquet")):
-        st = f.stat()
-        ids.append([f.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns])
-    return hashlib.sha256(json.dumps(ids).encode()).hexdigest() if ids else ""
-
-
 @dataclass
 class SuiteReuse:
     """The suites that passed in earlier builds: (table, files, suite digest) -> that build."""
@@ -135,7 +124,7 @@ def _expectations(
     reuse = SuiteReuse.load(cfg, where.summaries, params)
     out = []
     for name, df in tables.items():
-        files, suite = files_identity(where.protected / name), reuse.suite_digest(name)
+        files, suite = files_identity(where.protected / name, inodes=True), reuse.suite_digest(name)
         rec: dict[str, Any] = {"files": files, "suite": suite}
         earlier = reuse.passed.get((name, files, suite)) if files else None
         if earlier is not None:

@@ -109,6 +109,7 @@ class Reuse:
 
     base: dict[str, Any] | None  # code, configuration and the people dropped (None: reuse is off)
     reused: dict[str, str] = field(default_factory=dict)  # table -> the earlier build whose files it links
+    digests: list[tuple[DataFrame, str]] = field(default_factory=list)  # relations digested, held (one job each)
 
     @classmethod
     def plan(cls, cfg: Config, dropped: list[Any]) -> Reuse:
@@ -129,9 +130,19 @@ class Reuse:
         doc: dict[str, Any] = {**self.base, "table": name, "input": made["key"]}
         for part, rel in (("decisions", joined), ("dropped_lines", gone)):
             if rel is not None:
-                rel.sparkSession.sparkContext.setJobDescription(f"protect: reuse digest of {name}'s {part}")
-                doc[part] = relation_digest(rel)
+                doc[part] = self._digest(rel, f"{name}'s {part}")
         return key_of(doc)
+
+    def _digest(self, rel: DataFrame, what: str) -> str:
+        """The relation's digest, computed once per relation object: every person table is joined
+        to the same decisions (the relations are held, so an object is never mistaken for another)."""
+        for seen, digest in self.digests:
+            if seen is rel:
+                return digest
+        rel.sparkSession.sparkContext.setJobDescription(f"protect: reuse digest of {what}")
+        digest = relation_digest(rel)
+        self.digests.append((rel, digest))
+        return digest
 
 
 def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any]:
