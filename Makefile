@@ -96,7 +96,7 @@ browser: ## Debian's chromium for the browser test (apt-get; needs root or sudo)
 
 test: install browser  ## run the whole test suite (unit, spark, airflow, integration, slow): what CI runs
 	$(UV) pip check --python $(BIN)/python
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: install  ## the edit loop: unit tests and the quick Spark tier (everything not marked slow)
 	$(UV) pip check --python $(BIN)/python

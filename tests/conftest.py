@@ -85,3 +85,20 @@ def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFact
 
 
 from tests.build_fixture import built, local_release  # noqa: E402,F401  (session fixtures shared by several test folders)
+
+#: the slowest test files, collected first: `make test` runs files on two xdist workers in collection
+#: order (--no-loadscope-reorder), so a long file never starts last and leaves one worker idle
+SLOW_FIRST = (
+    "tests/bench/test_bench_smoke.py",
+    "tests/test_browser.py",
+    "tests/test_cluster.py",
+    "tests/projects/test_exports.py",
+    "tests/projects/test_provision.py",
+    "tests/pseudo/test_reuse.py",
+    "tests/security/test_query_sandbox.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
