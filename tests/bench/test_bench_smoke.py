@@ -54,7 +54,10 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     apps |= {"kcure-provision-kc20261130900"}
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
-    assert any(s["work"].startswith("link: ") for s in r["spark_stages"])  # the jobs name their work
+    # the jobs name their work ("link: hira_t300 -> T300"); which stage's jobs are among the ten slowest
+    # depends on the machine's load at 150 patients, so any pipeline stage's named jobs will do
+    named = {s["work"].split(": ")[0] for s in r["spark_stages"] if ": " in s["work"]}
+    assert named & {"pseudonymize", "link", "protect", "check"}, r["spark_stages"]
     # the re-delivery of hira_t200/2016: only that feed pseudonymized again, and the same released rows
     re = r["redelivery"]
     assert re["feed_year"] == "hira_t200/2016" and [x["stage"] for x in re["steps"]] == STAGES
