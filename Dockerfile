@@ -9,12 +9,14 @@ USER 0
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless=17.* \
     && apt-get clean \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && install -d -o 50000 -g 0 -m 0755 /opt/kcure /opt/kcure/jvm
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     KCURE_CONF=/opt/kcure/conf \
     KCURE_JOBS_DIR=/opt/kcure/jobs \
     KCURE_EXPECTATIONS=/opt/kcure/expectations \
     KCURE_HOME=/opt/airflow/kcure \
+    KCURE_CLASS_ARCHIVE_DIR=/opt/kcure/jvm \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/kcure/dags
 
@@ -25,7 +27,8 @@ COPY --chown=50000:0 requirements.lock /opt/kcure/requirements.lock
 RUN pip install --no-cache-dir --require-hashes -r /opt/kcure/requirements.lock
 COPY --chown=50000:0 pyproject.toml README.md /opt/kcure/
 COPY --chown=50000:0 src /opt/kcure/src
-RUN pip install --no-cache-dir --no-deps /opt/kcure
+RUN pip install --no-cache-dir --no-deps /opt/kcure \
+    && python -m kcure.cli spark-archive
 COPY --chown=50000:0 conf /opt/kcure/conf
 COPY --chown=50000:0 dags /opt/kcure/dags
 COPY --chown=50000:0 jobs /opt/kcure/jobs

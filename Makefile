@@ -40,7 +40,8 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --quiet
 	@touch $@
 
-install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required)
+install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required); Spark's class-data archive in the background
+	@$(BIN)/kcure spark-archive --background
 
 AIRFLOW := scripts/airflow.sh
 AIRFLOW_PORT ?= 8080

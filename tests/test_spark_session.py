@@ -55,3 +55,35 @@ def test_a_stage_run_in_a_process_with_a_session_uses_it_and_leaves_it_running( 
         pipeline.run_stage(c, pipeline.Plan("b1", "r1", ("link",)), "link")
     assert SparkSession.getActiveSession() is spark and spark.range(3).count() == 3  # not stopped, not replaced
     assert spark.conf.get("spark.sql.shuffle.partitions") == "1"
+
+
+@pytest.mark.slow
+def test_a_made_class_archive_is_mapped_by_the_next_jvm_and_a_damaged_one_is_refused(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`kcure spark-archive`: the archive a JVM wrote as it exited is tried by another before it is
+    moved into place; the JVM then maps thousands of Spark's classes from it. A damaged archive
+    fails that try (a JVM given one crashes), which is why nothing is moved into place untried."""
+    import subprocess
+    import sys
+
+    from kcure.core import classdata
+
+    monkeypatch.setenv("KCURE_CLASS_ARCHIVE_DIR", str(tmp_path / "jvm"))
+    path = classdata.make()
+    assert path is not None and classdata.usable() == path
+    assert sorted(p.name for p in path.parent.iterdir()) == [".lock", path.name]  # nothing half-written beside it
+    assert path.stat().st_mode & 0o777 == 0o644 and path.parent.stat().st_mode & 0o777 == 0o755
+
+    def start(archive: Path, log: Path) -> int:
+        option = f"-XX:SharedArchiveFile={archive} -Xshare:on -Xlog:class+load=info:file={log}"
+        cmd = [sys.executable, "-m", "kcure.core.classdata", option]
+        return subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode  # cwd: where a crash report goes
+
+    assert start(path, tmp_path / "classes.log") == 0
+    loaded = (tmp_path / "classes.log").read_text().splitlines()
+    shared = [line for line in loaded if "shared objects file (top)" in line]
+    assert len(shared) > 2000 and any("org.apache.spark.sql" in line for line in shared)
+    damaged = tmp_path / "damaged.jsa"
+    damaged.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    assert start(damaged, tmp_path / "damaged.log") != 0

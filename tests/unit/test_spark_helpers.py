@@ -127,12 +127,12 @@ def test_only_a_small_local_input_starts_the_jvm_with_c1_only() -> None:
     from kcure.core.spark import QUICK_START, session_conf
 
     java = "spark.driver.extraJavaOptions"
-    cfg = {"master": "local[2]", "quick_start_below_mb": 64}
+    cfg = {"master": "local[2]", "quick_start_below_mb": 64, "class_archive": False}
     assert session_conf(cfg, input_mb=10)[java] == QUICK_START
     assert java not in session_conf(cfg, input_mb=640)  # large: C2's code pays for its compilations
     assert java not in session_conf(cfg)  # size unknown
     assert java not in session_conf({**cfg, "master": "yarn"}, input_mb=1)  # a cluster's JVMs are not ours to tune
-    assert java not in session_conf({"master": "local[2]"}, input_mb=1)  # not configured: never
+    assert java not in session_conf({"master": "local[2]", "class_archive": False}, input_mb=1)  # not configured
     mine = {**cfg, "conf": {java: "-Dkcure.x=1"}}
     assert session_conf(mine, input_mb=1)[java] == f"-Dkcure.x=1 {QUICK_START}"  # added to, never replacing
 

@@ -73,7 +73,8 @@ def session_conf(
         "spark.hadoop.fs.permissions.umask-mode": "077",
         **REDACTION,
     }
-    if str(spark_cfg.get("master", "local")).startswith("local"):
+    local = str(spark_cfg.get("master", "local")).startswith("local")
+    if local:
         # local mode talks to itself only: bind the driver and the UI to loopback
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
@@ -81,9 +82,15 @@ def session_conf(
             conf["spark.local.dir"] = str(spark_cfg["local_dir"])
     conf.update(spark_cfg.get("conf", {}) or {})
     conf.update(overrides or {})
+    options = [conf.get("spark.driver.extraJavaOptions", "")]
     if quick_start(spark_cfg, input_mb):
-        java = conf.get("spark.driver.extraJavaOptions", "")
-        conf["spark.driver.extraJavaOptions"] = f"{java} {QUICK_START}".strip()
+        options.append(QUICK_START)
+    if local and spark_cfg.get("class_archive", True):
+        from kcure.core import classdata
+
+        options.append(classdata.java_options())  # '' when there is no trusted archive for this JVM
+    if " ".join(options).strip():
+        conf["spark.driver.extraJavaOptions"] = " ".join(o for o in options if o)
     return conf
 
 
