@@ -91,22 +91,15 @@ def java_options() -> str:
 def _workload(option: str) -> None:
     """A local session started with ``option``: to make the archive, it runs what the stages run, on
     made-up rows; to try one, a single query."""
-    from pyspark.sql import SparkSession, Window
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("kcure-class-archive")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.sql.ansi.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.extraJavaOptions", option)
-        .getOrCreate()
+    from kcure.core.spark import build_session
+
+    spark_cfg = {"master": "local[2]", "shuffle_partitions": 2, "class_archive": False}
+    spark = build_session(
+        spark_cfg, app_name="kcure-class-archive", overrides={"spark.driver.extraJavaOptions": option}
     )
-    spark.sparkContext.setLogLevel("ERROR")
     if not option.startswith("-XX:ArchiveClassesAtExit="):
         spark.range(10).selectExpr("sum(id)").collect()
         spark.stop()

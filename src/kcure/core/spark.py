@@ -89,8 +89,9 @@ def session_conf(
         from kcure.core import classdata
 
         options.append(classdata.java_options())  # '' when there is no trusted archive for this JVM
-    if " ".join(options).strip():
-        conf["spark.driver.extraJavaOptions"] = " ".join(o for o in options if o)
+    java = " ".join(o for o in options if o)
+    if java:
+        conf["spark.driver.extraJavaOptions"] = java
     return conf
 
 
