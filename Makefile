@@ -36,8 +36,12 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: every installed module is compiled once here. Without it, a machine that sets
+# PYTHONDONTWRITEBYTECODE (this one does) compiles Great Expectations, Airflow and pyspark again in
+# every process: importing great_expectations took 9.5 s instead of 5.1 s, airflow.models 3.7 s
+# instead of 2.2 s, and every stage, Airflow task and test subprocess paid it.
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 install: check-java $(VENV)/.synced  ## create .venv from uv.lock (Java 17+ required); Spark's class-data archive in the background

@@ -107,10 +107,9 @@ class SuiteReuse:
                     found.passed[(table, rec["files"], rec["suite"])] = rec.get("passed_in") or path.parent.name
         return found
 
-    def suite_digest(self, name: str) -> str:
-        from kcure.core.suites import load_suite_json
-
-        return key_of({**self.suite_base, "suite": load_suite_json(f"library/{name}")})
+    def suite_digest(self, suite: dict[str, Any]) -> str:
+        """The digest of a table's suite (its JSON as loaded) with this code, GX version and parameters."""
+        return key_of({**self.suite_base, "suite": suite})
 
 
 def _expectations(
@@ -124,11 +123,12 @@ def _expectations(
     reuse = SuiteReuse.load(cfg, where.summaries, params)
     out = []
     for name, df in tables.items():
-        files, suite = files_identity(where.protected / name, inodes=True), reuse.suite_digest(name)
+        suite_json = load_suite_json(f"library/{name}")
+        files, suite = files_identity(where.protected / name, inodes=True), reuse.suite_digest(suite_json)
         rec: dict[str, Any] = {"files": files, "suite": suite}
         earlier = reuse.passed.get((name, files, suite)) if files else None
         if earlier is not None:
-            n = len(load_suite_json(f"library/{name}")["expectations"])
+            n = len(suite_json["expectations"])
             out.append(Check(name, f"suite library/{name}", True, f"{n} expectations"))
             where.suites[name] = {**rec, "success": True, "passed_in": earlier}
             continue
