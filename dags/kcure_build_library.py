@@ -81,7 +81,7 @@ ID_PATTERN = f"^({BUILD_ID.pattern})?$"  # empty (the default), or a valid build
     },
 )
 def kcure_build_library() -> None:
-    @task
+    @task(multiple_outputs=False)
     def plan(params: dict[str, Any] | None = None, dag_run: Any = None) -> dict[str, Any]:
         """Fix the build id and the release tag; refuse ones already published."""
         from kcure import pipeline
@@ -100,7 +100,7 @@ def kcure_build_library() -> None:
         name = stage.name
         doc = f"Reads {', '.join(stage.reads)}; writes {', '.join(stage.writes)}.\n\nIf it fails: {stage.on_failure}"
 
-        @task(task_id=name, outlets=[LIBRARY_RELEASE] if name == "publish" else [], doc_md=doc)
+        @task(task_id=name, outlets=[LIBRARY_RELEASE] if name == "publish" else [], doc_md=doc, multiple_outputs=False)
         def run(plan: dict[str, Any]) -> dict[str, Any]:
             from kcure import pipeline
             from kcure.core import secrets

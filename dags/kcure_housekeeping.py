@@ -59,6 +59,7 @@ def kcure_housekeeping() -> None:
     @task(
         doc_md="Verify every project's audit chain and head; a break fails at once: a security incident.",
         trigger_rule="all_done",  # verified even when closing failed
+        multiple_outputs=False,  # one XCom, not one per key (see kcure_ingest)
     )
     def verify_audit_chains() -> dict[str, Any]:
         import os

@@ -81,7 +81,10 @@ def kcure_ingest() -> None:
             logging.getLogger(__name__).warning("%s has no _MANIFEST.json yet: waiting", w)
         return [{"feed": d.feed, "year": d.year, "delivery": d.delivery} for d in found.latest]
 
-    @task(outlets=[STAGED_FEEDS], map_index_template="{{ feed_year }}")
+    # multiple_outputs=False, on every task that returns a dict: Airflow infers True from the return
+    # annotation and pushes each key as an XCom of its own besides the whole value. That was 13 XCom
+    # writes per feed-year, about a third of each mapped task's own time (0.15 of 0.5 s in `dags test`).
+    @task(outlets=[STAGED_FEEDS], map_index_template="{{ feed_year }}", multiple_outputs=False)
     def ingest_feed_year(
         feed: str, year: int, delivery: int, params: dict[str, Any] | None = None, outlet_events: Any = None
     ) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def kcure_ingest() -> None:
             )
         return asdict(result)
 
-    @task(outlets=[STAGING_UPDATED], trigger_rule="all_done")
+    @task(outlets=[STAGING_UPDATED], trigger_rule="all_done", multiple_outputs=False)
     def staging_updated(run_id: str | None = None) -> dict[str, Any]:
         """Emit `kcure_staging_updated` once, when every feed-year settled and one was newly staged."""
         from airflow.sdk.exceptions import AirflowSkipException

@@ -71,7 +71,7 @@ def kcure_provision_project() -> None:
             raise fail_now(exc) from None
         return project
 
-    @task(doc_md="Build the extract and gate it; a refusal writes nothing and is not retried.")
+    @task(doc_md="Build the extract and gate it; a refusal writes nothing and is not retried.", multiple_outputs=False)
     def provision(project: str) -> dict[str, Any]:
         from kcure.projects import provisioning
         from kcure.projects.keys import ProjectKeyError

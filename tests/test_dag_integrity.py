@@ -121,3 +121,16 @@ def test_every_task_tells_the_operator_what_to_do_when_it_fails(dagbag) -> None:
             assert what_to_do(task.task_id) != "See the task log.", f"{dag_id}.{task.task_id}"
     # a provisioning task is never told what a build stage should do
     assert "application" in what_to_do("check_application") and "privacy gate" in what_to_do("provision")
+
+
+def test_a_task_returning_a_dict_pushes_one_xcom_not_one_per_key(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """Airflow infers multiple_outputs from a dict return annotation and then writes every key as an
+    XCom of its own; each feed-year paid 13 XCom writes for a value nothing reads key by key."""
+    returning_dicts = []
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            fn = getattr(task, "python_callable", None)
+            if fn is not None and "dict" in str(fn.__annotations__.get("return", "")):
+                returning_dicts.append(f"{dag_id}.{task.task_id}")
+                assert task.multiple_outputs is False, f"{dag_id}.{task.task_id}"
+    assert "kcure_ingest.ingest_feed_year" in returning_dicts and "kcure_build_library.link" in returning_dicts

@@ -103,3 +103,40 @@ def test_a_critical_failure_stops_and_a_warning_does_not(cfg) -> None:  # type: 
     assert not bad.success
     assert [o.label for o in bad.critical_failures] == ["expect_column_values_to_be_between(VCNYMD)"]
     assert bad.critical_failures[0].unexpected_count == 1
+
+
+def test_a_second_gates_data_docs_render_from_the_templates_the_first_compiled(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GX gives every page renderer its own Jinja environment; the shared cache means a feed-year's
+    Data Docs no longer compile the templates again, and the pages are the same ones."""
+    import datetime as dt
+    import re
+
+    import jinja2
+    import pandas as pd
+
+    from kcure.core.suites import GateRunner
+
+    row = {"RRN": "8001011234560", "NAME": "김민준", "PHONE": "010-1234-5678", "VCNYMD": dt.date(2021, 6, 1),
+           "VCNCD": "PF", "VCNTME": 1}  # fmt: skip
+    params = {"year_start": "2021-01-01", "year_end": "2021-12-31", "window_start": "2020-01-01",
+              "window_end": "2022-12-31"}  # fmt: skip
+
+    def pages(folder):  # type: ignore[no-untyped-def]
+        runner = GateRunner(folder)
+        assert runner.validate("raw/kdca_vaccination", pd.DataFrame([row] * 20), batch="b", params=params).success
+        runner.build_docs()
+        # what differs between two renderings anyway: run times, ids and their digits
+        return {
+            p.relative_to(folder).parent.parent.as_posix(): re.sub(r"[0-9a-f]{8,}|\d", "#", p.read_text())
+            for p in folder.rglob("*.html")
+        }
+
+    first = pages(tmp_path / "a")  # compiles what the cache does not hold yet
+    compiled = []
+    real = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda env, *a, **k: compiled.append(a) or real(env, *a, **k))
+    second = pages(tmp_path / "b")
+    assert compiled == []
+    assert len(first) >= 2 and "kdca_vaccination" in "".join(first.values())
+    assert sorted(first) == sorted(second)
+    assert first == second

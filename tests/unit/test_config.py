@@ -207,3 +207,16 @@ def test_the_typed_rules_are_what_the_files_say(cfg) -> None:  # type: ignore[no
     assert (yid.source, yid.rule) == ("YKIHO", "substitute")
     assert cfg.feed("hira_t300").person_via == "MID" and not cfg.feed("hira_t300").names_person
     assert cfg.feed("kostat_death").names_person
+
+
+def test_configuration_is_parsed_by_libyaml_as_plain_data_like_safe_load() -> None:
+    import yaml
+
+    from kcure.core.config import SAFE_LOADER, safe_load
+
+    assert SAFE_LOADER is yaml.CSafeLoader  # the wheels ship libyaml: the fast parser is the one used
+    for f in sorted((REPO / "conf").glob("*.yaml")):
+        text = f.read_text(encoding="utf-8")
+        assert safe_load(text) == yaml.safe_load(text), f.name
+    with pytest.raises(yaml.constructor.ConstructorError):  # no tag that builds objects or runs code
+        safe_load("!!python/object/apply:os.getcwd []")

@@ -144,6 +144,16 @@ class Config:
         return h.hexdigest()
 
 
+#: libyaml's parser where PyYAML was built with it (the wheels are): the same documents, 7-15x faster
+#: than the pure-Python parser. Every stage, Airflow task and CLI call reads the configuration.
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load(text: Any) -> Any:
+    """``yaml.safe_load`` with :data:`SAFE_LOADER`: plain data only (no tags that build objects)."""
+    return yaml.load(text, Loader=SAFE_LOADER)
+
+
 def load_config(conf_dir: Path | str | None = None, environment: str | None = None) -> Config:
     conf = Path(conf_dir) if conf_dir else default_conf_dir()
     raw: dict[str, dict[str, Any]] = {}
@@ -152,7 +162,7 @@ def load_config(conf_dir: Path | str | None = None, environment: str | None = No
         if not fpath.is_file():
             raise ConfigError(f"missing configuration file {fpath}")
         with fpath.open(encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = safe_load(fh)
         if not isinstance(data, dict):
             raise ConfigError(f"{fpath}: expected a mapping at the top level")
         raw[fname] = data

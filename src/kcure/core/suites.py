@@ -82,6 +82,44 @@ def load_suite_json(name: str, directory: Path | None = None) -> dict[str, Any]:
     return data
 
 
+def share_compiled_templates() -> None:
+    """Let every Data Docs page of this process reuse the Jinja templates compiled for the first one.
+
+    Great Expectations gives each page renderer a Jinja environment of its own, so every page compiled
+    the same templates again: rendering a feed-year's Data Docs took 0.27 s, nearly all of it
+    compiling (79 feed-years in one process: 39 s with Data Docs, 18 s without, 22 s with this). One
+    in-memory bytecode cache shared by those environments compiles each template once per process.
+    Jinja keys its entries by the template's name and a checksum of its source, so an edited
+    template is compiled again; nothing goes to disk.
+    """
+    from great_expectations.render.view.view import DefaultJinjaView
+    from jinja2 import BytecodeCache
+
+    if getattr(DefaultJinjaView, "_kcure_templates", None) is not None:
+        return
+
+    class CompiledTemplates(BytecodeCache):
+        def __init__(self) -> None:
+            self.code: dict[str, bytes] = {}
+
+        def load_bytecode(self, bucket: Any) -> None:
+            if bucket.key in self.code:
+                bucket.bytecode_from_string(self.code[bucket.key])
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            self.code[bucket.key] = bucket.bytecode_to_string()
+
+    cache = CompiledTemplates()
+    made = DefaultJinjaView.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self.env.bytecode_cache = cache
+
+    DefaultJinjaView.__init__ = __init__  # type: ignore[method-assign]
+    DefaultJinjaView._kcure_templates = cache  # type: ignore[attr-defined]
+
+
 class GateRunner:
     """One ephemeral GX context whose Data Docs go to ``docs_dir`` (nothing else is written)."""
 
@@ -97,6 +135,7 @@ class GateRunner:
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.docs_dir = docs_dir
         if docs_dir is not None:
+            share_compiled_templates()
             docs_dir.mkdir(parents=True, exist_ok=True)
             site: Any = {
                 "class_name": "SiteBuilder",

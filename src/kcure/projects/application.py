@@ -342,9 +342,11 @@ def parse_application(
     """Check one application (``data``, the bytes of the file called ``name``) against the library."""
     import yaml
 
+    from kcure.core.config import safe_load
+
     r = _Reader(name, today or date.today(), check_dates)
     try:
-        raw = yaml.safe_load(data.decode("utf-8"))
+        raw = safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1}" if mark is not None else "the file"
