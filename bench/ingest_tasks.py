@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from kcure.core.config import load_config
     from kcure.stages.ingest.discover import discover, open_landing
-    from kcure.stages.ingest.ingestor import Ingestor
+    from kcure.stages.ingest.ingestor import ingest_delivery
 
     cfg = load_config()
     latest = discover(open_landing(args.landing), cfg.feeds, None, None).latest
@@ -34,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if prof is not None:
         prof.enable()
+    with_docs = not args.no_data_docs
     for d in latest:  # as each mapped task does: its own configuration, listing and Ingestor
-        cfg = load_config()
-        zone = open_landing(args.landing)
-        (found,) = [x for x in discover(zone, cfg.feeds, [d.feed], [d.year]).latest if x.delivery == d.delivery]
-        result = Ingestor(cfg, zone, run_id="bench", data_docs=not args.no_data_docs).ingest_one(found)
-        if not result.ok:
-            print(f"{result.label} {result.status}: {result.message}", file=sys.stderr)
+        result = ingest_delivery(
+            load_config(), args.landing, d.feed, d.year, d.delivery, run_id="bench", data_docs=with_docs
+        )
+        if result is None or not result.ok:
+            why = "no longer the latest delivery" if result is None else f"{result.status}: {result.message}"
+            print(f"{d.feed}/{d.year}: {why}", file=sys.stderr)
             return 1
     if prof is not None:
         prof.disable()

@@ -95,17 +95,15 @@ def kcure_ingest() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from kcure.core.config import load_config
-        from kcure.stages.ingest.discover import discover, open_landing
-        from kcure.stages.ingest.ingestor import Ingestor
+        from kcure.stages.ingest.ingestor import ingest_delivery
 
         context = get_current_context()
         context["feed_year"] = f"{feed}/{year}"  # type: ignore[typeddict-unknown-key]
         cfg = load_config()
-        zone = open_landing((params or {}).get("landing") or cfg.path("landing"))
-        found = [d for d in discover(zone, cfg.feeds, [feed], [year]).latest if d.delivery == delivery]
-        if not found:
+        landing = (params or {}).get("landing") or cfg.path("landing")
+        result = ingest_delivery(cfg, landing, feed, year, delivery, run_id=context["run_id"])
+        if result is None:
             raise AirflowFailException(f"{feed}/{year}/d{delivery:03d} is no longer the latest complete delivery")
-        result = Ingestor(cfg, zone, run_id=context["run_id"]).ingest_one(found[0])
         if not result.ok:
             raise AirflowFailException(f"{result.label} {result.status}: {result.message}")
         if result.status == "staged":

@@ -245,6 +245,18 @@ class Ingestor:
             log.info("%s %s %s", res.label, res.status, res.message)
 
 
+def ingest_delivery(
+    cfg: Config, landing: str, feed: str, year: int, delivery: int, *, run_id: str, data_docs: bool = True
+) -> FeedYearResult | None:
+    """One feed-year's delivery, as the ingest DAG's mapped task ingests it; None when that delivery
+    is no longer the feed-year's latest complete one in ``landing``."""
+    zone = open_landing(landing)
+    found = [d for d in discover(zone, cfg.feeds, [feed], [year]).latest if d.delivery == delivery]
+    if not found:
+        return None
+    return Ingestor(cfg, zone, run_id=run_id, data_docs=data_docs).ingest_one(found[0])
+
+
 def ingest(
     cfg: Config,
     landing: str | None = None,
