@@ -117,6 +117,9 @@ def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # ty
             },
         }
     )
+    # every stage computes on the cluster: with reuse on, link and protect would link the local build's
+    # outputs (this home holds a copy of them, made from the same input) and prove nothing about the cluster
+    pipeline_yaml["defaults"]["builds"]["reuse"] = False
     (conf / "pipeline.yaml").write_text(yaml.safe_dump(pipeline_yaml), encoding="utf-8")
     env = {
         **os.environ,
@@ -141,6 +144,7 @@ def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # ty
     for stage in ("pseudonymize", "link", "protect", "check"):
         summary = json.loads((home / "reports" / "builds" / "c1" / f"{stage}.json").read_text())
         assert summary["master"] == url, stage
+        assert not summary.get("reused"), (stage, summary.get("reused"))  # computed here, not linked from t1
         local_s = json.loads((built.home / "reports" / "builds" / "t1" / f"{stage}.json").read_text())["seconds"]
         timings.append(f"{stage} {summary['seconds']:.1f}s (local {local_s:.1f}s)")
     print("stage wall times on the standalone cluster: " + ", ".join(timings))
