@@ -151,6 +151,7 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
     rules = cfg.privacy
     qis = list(rules.quasi_identifiers)
     tables = {n: read_parquet(spark, src / n) for n in cfg.library.tables if (src / n).is_dir()}
+    spark.sparkContext.setJobDescription("protect: quasi-identifiers per person")  # names the jobs in the event log
     pdf: Any = person_qis(tables["RGST"], tables["BFC"], "SIDO" in qis).toPandas()
     people = pdf.set_index("SN_KEY")
     people["_dbyear"] = people["DBYEAR"].astype("object").where(people["DBYEAR"].notna(), None)
@@ -160,6 +161,7 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
     metrics = _metrics(cfg, people, result)
     restricted_dir(out)
     if result.dropped and not rules.drop_last_resort:
+        spark.sparkContext.setJobDescription("protect: l-diversity")
         metrics["l_diversity"] = _l_diversity(cfg, tables, result)
         metrics["success"] = False
         metrics["failure"] = (
@@ -168,10 +170,12 @@ def run(spark: SparkSession, cfg: Config, src: Path, out: Path) -> dict[str, Any
         )
         _write_privacy(out, metrics)
         return metrics
+    spark.sparkContext.setJobDescription("protect: decisions per person")
     kept, lines = _without(spark, cfg, tables, result.dropped) if result.dropped else (tables, {})
     new = dict(kept) if result.dropped else {}  # the tables this run writes; the others are link's, linked
     decided = persons(spark, people, result, rules).cache()
     new.update(apply_reveals(cfg, kept, decided))
+    spark.sparkContext.setJobDescription("protect: l-diversity")
     metrics["l_diversity"] = _l_diversity(cfg, {**kept, **new}, result)
     plan = Reuse.plan(cfg, result.dropped)
     for name, df in tables.items():

@@ -396,6 +396,7 @@ def run(
         raise ValueError("privacy.yaml has no extracts: section: no gate to provision against")
     raw = {n: _read(spark, cfg, n, files.get(n, [])) for n in _needed(cfg, app)}
     keys = key_relation(spark, {"p": key.derive("person"), "s": key.derive("substitute"), "d": key.derive("shift")})
+    spark.sparkContext.setJobDescription(f"provision {app.project}: cohort and its quasi-identifiers")
     window = Window(cfg, raw, keys, ext.shift_weeks, app.date_shift)
     people_df = cohort_people(raw["RGST"], app, window)
     cancers = window.select("RGST", raw["RGST"], app.cohort.years, {})  # the cohort's registered cancers
