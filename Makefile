@@ -19,7 +19,8 @@ DEMO_BUILD ?= demo-$(shell date -u +%Y%m%d-%H%M%S)
 DEMO_PROJECT ?= kc20261130002
 PYTEST_ARGS ?=
 # make test runs the test files on this many pytest-xdist workers (each file on one worker, so its
-# module fixtures are built once); most of the suite waits on JVM start-up, Airflow and subprocesses
+# module fixtures are built once, and the files sharing the secured home together: tests/conftest.py
+# SHARED_UNITS); most of the suite waits on JVM start-up, Airflow and subprocesses
 TEST_WORKERS ?= 2
 
 .PHONY: help install check-java browser demo airflow workspace bench bench-scaling test test-fast lint fmt clean

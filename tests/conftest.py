@@ -99,6 +99,38 @@ SLOW_FIRST = (
 )
 
 
+#: test files that share an expensive session fixture, run as one xdist work unit so that it is made
+#: once per run: `secured` (tests/security/conftest.py) generates and builds a home of its own, and two
+#: workers each making it cost a build (~170 s) whenever the two files fell to different workers
+SHARED_UNITS = {
+    "tests/security/test_query_sandbox.py": "secured",
+    "tests/security/test_zone_permissions.py": "secured",
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test under ``--dist loadfile``: its file, or its files' shared unit."""
+    path = nodeid.split("::", 1)[0]
+    return SHARED_UNITS.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile``, with the files of :data:`SHARED_UNITS` scheduled together.
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8 passes a group as a suffix
+    of the node id, which pytest 9.2's structured node ids drop, so the groups are silently ignored
+    (pytest-dev/pytest-xdist#1386)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return FileUnits(config, log)  # type: ignore[arg-type]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {path: i for i, path in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
