@@ -114,6 +114,7 @@ def work_unit(nodeid: str) -> str:
     return SHARED_UNITS.get(path, path)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist must still run
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """``--dist loadfile``, with the files of :data:`SHARED_UNITS` scheduled together.
 
