@@ -90,9 +90,10 @@ workspace: install  ## the workspace service analysts and reviewers act through 
 
 SCALE ?= 0.01
 SCALES ?= 0.005 0.01 0.02
+CORES ?=
 
-bench: install  ## stage-by-stage benchmark at SCALE (fraction of 2.26 M patients) against the I/O floor
-	$(BIN)/python bench/run.py --scale $(SCALE)
+bench: install  ## stage-by-stage benchmark at SCALE (fraction of 2.26 M patients) against the I/O floor (CORES=1: on one core)
+	$(BIN)/python bench/run.py --scale $(SCALE) $(if $(CORES),--cores $(CORES))
 
 bench-scaling: install  ## the benchmark at SCALES (each double the one before), with the fitted exponent
 	$(BIN)/python bench/run.py --scaling $(SCALES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ def run(landing: Path, out: Path) -> dict[str, float]:
             target.mkdir(parents=True, exist_ok=True)
             jobs.append((mpath.parent / f.name, feed, target / f"{f.name.split('.')[0]}.parquet"))
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:  # the cores the pipeline has
         rows = sum(pool.map(lambda j: floor_one(*j), jobs))
     seconds = time.perf_counter() - t0
     written = sum(p.stat().st_size for p in out.rglob("*.parquet"))

@@ -160,7 +160,8 @@ def _rows_out(stage: str, home: Path, build: str, rows_in: int) -> int:
 
 
 def _bench_conf(work: Path, events: Path) -> Path:
-    """The repository's configuration, plus Spark event logs for the stage timings."""
+    """The repository's configuration, plus Spark event logs for the stage timings; Spark and ingestion
+    use the cores this process may run on (``--cores``)."""
     import yaml
 
     conf = work / "conf"
@@ -173,6 +174,10 @@ def _bench_conf(work: Path, events: Path) -> Path:
         {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(), "spark.eventLog.compress": "false"}
     )
     pyaml["defaults"]["spark"]["conf"] = spark_conf
+    cores = len(os.sched_getaffinity(0))
+    if cores < (os.cpu_count() or cores):  # --cores: as many Spark threads and ingest workers as cores
+        pyaml["defaults"]["spark"]["master"] = f"local[{cores}]"
+        pyaml["defaults"]["ingest"]["workers"] = cores
     # the benchmark is one account: its own group stands in for the committee (as in `make demo`)
     pyaml["defaults"]["projects"].update({"committee_group": "@custodian", "reviewers_required": 1})
     (conf / "pipeline.yaml").write_text(yaml.safe_dump(pyaml, sort_keys=False), encoding="utf-8")
@@ -253,6 +258,7 @@ def bench(
         "seed": seed,
         "machine": {
             "cores": psutil.cpu_count(),
+            "cores_used": len(os.sched_getaffinity(0)),  # --cores: the stages and the floor run on these only
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -424,10 +430,15 @@ def _git_sha() -> str:
         return "unknown"
 
 
+def _cores(machine: dict[str, Any]) -> str:
+    used = machine.get("cores_used", machine["cores"])
+    return f"{machine['cores']} cores" if used == machine["cores"] else f"{used} of {machine['cores']} cores"
+
+
 def markdown(r: dict[str, Any]) -> str:
     head = (
         f"scale {r['scale']} ({r['patients']:,} patients), {r['landing']['rows']:,} delivered rows, "
-        f"{r['machine']['cores']} cores / {r['machine']['memory_gb']} GB, git {r['git_sha'][:10]}"
+        f"{_cores(r['machine'])} / {r['machine']['memory_gb']} GB, git {r['git_sha'][:10]}"
     )
     lines = [
         head,
@@ -535,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="scratch folder (default: var/bench/<scale>)")
     ap.add_argument("--reuse-landing", action="store_true", help="keep an already generated population")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON results go")
+    ap.add_argument(
+        "--cores", type=int, help="run every stage and the I/O floor on this many cores only (default: all)"
+    )
     ap.add_argument("--provision-sites", default="C16", help="the benchmark project's cohort sites (comma-separated)")
     ap.add_argument(
         "--redeliver",
@@ -543,10 +557,12 @@ def main(argv: list[str] | None = None) -> int:
         help="after the full build, re-deliver this feed-year and build again (empty: skip)",
     )
     args = ap.parse_args(argv)
+    if args.cores:  # inherited by every stage's process and the floor's
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])
     scales: list[float | None] = list(args.scaling) if args.scaling else [args.scale]
     runs = []
     for scale in scales:
-        label = f"p{args.patients}" if args.patients else f"s{scale}"
+        label = (f"p{args.patients}" if args.patients else f"s{scale}") + (f"-c{args.cores}" if args.cores else "")
         work = args.work or REPO / "var" / "bench" / label
         if args.scaling and args.work:
             work = args.work / label
