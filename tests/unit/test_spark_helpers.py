@@ -137,6 +137,29 @@ def test_only_a_small_local_input_starts_the_jvm_with_c1_only() -> None:
     assert session_conf(mine, input_mb=1)[java] == f"-Dkcure.x=1 {QUICK_START}"  # added to, never replacing
 
 
+def test_a_quick_started_jvm_keeps_the_code_cache_of_a_tiered_one() -> None:
+    """With C1 alone HotSpot reserves 48 MB for compiled code, which a 500-patient build filled (the JVM
+    then stops compiling); the quick-start options keep the tiered default. Asked of the JVM itself."""
+    import os
+    import shutil
+    import subprocess
+
+    from kcure.core.spark import QUICK_START
+
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    assert java, "no java: Spark needs one"
+
+    def reserved(*options: str) -> int:
+        out = subprocess.run([java, *options, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True)
+        (line,) = [x for x in out.stdout.splitlines() if " ReservedCodeCacheSize " in x]
+        return int(line.split("=")[1].split()[0])
+
+    c1_alone, tiered = reserved("-XX:TieredStopAtLevel=1"), reserved()
+    assert c1_alone < tiered  # what the quick start would get without its own setting
+    assert reserved(*QUICK_START.split()) >= tiered
+
+
 def test_the_staged_size_is_measured_only_where_staging_is_a_local_folder(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import copy
     import dataclasses
