@@ -140,15 +140,13 @@ def test_only_a_small_local_input_starts_the_jvm_with_c1_only() -> None:
 def test_a_quick_started_jvm_keeps_the_code_cache_of_a_tiered_one() -> None:
     """With C1 alone HotSpot reserves 48 MB for compiled code, which a 500-patient build filled (the JVM
     then stops compiling); the quick-start options keep the tiered default. Asked of the JVM itself."""
-    import os
-    import shutil
     import subprocess
 
+    from kcure.core.classdata import _java
     from kcure.core.spark import QUICK_START
 
-    home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
-    assert java, "no java: Spark needs one"
+    java = _java()  # the java pyspark's launcher runs
+    assert java is not None, "no java: Spark needs one"
 
     def reserved(*options: str) -> int:
         out = subprocess.run([java, *options, "-XX:+PrintFlagsFinal", "-version"], capture_output=True, text=True)
