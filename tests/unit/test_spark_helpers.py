@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kcure.core.spark import parquet_rows, parquet_schema
+from kcure.core.spark import concurrent_jobs, local_cores, parquet_rows, parquet_schema, run_concurrently
 
 pytestmark = pytest.mark.unit
 
@@ -172,3 +176,56 @@ def test_the_staged_size_is_measured_only_where_staging_is_a_local_folder(cfg, t
     raw = copy.deepcopy(c.raw)
     raw["pipeline.yaml"]["defaults"]["paths"]["staging"] = "s3a://bucket/staging"
     assert staged_mb(dataclasses.replace(c, raw=raw)) is None
+
+
+MASTERS = [("local", 1), ("local[2]", 2), ("local[3, 2]", 3), ("local[*]", os.cpu_count()), ("yarn", 0)]
+
+
+@pytest.mark.parametrize(("master", "cores"), [*MASTERS, ("spark://h:7077", 0)])
+def test_a_local_masters_cores_are_its_task_threads(master: str, cores: int) -> None:
+    assert local_cores({"master": master}) == cores
+
+
+def test_only_a_small_local_input_is_worked_on_concurrently() -> None:
+    small = {"master": "local[2]", "concurrent_below_mb": 64}
+    assert concurrent_jobs(small, 10.0) == 2
+    assert concurrent_jobs(small, 64.0) == 1  # at the limit: one at a time
+    assert concurrent_jobs(small, None) == 1  # a size not known (staging on S3)
+    assert concurrent_jobs({**small, "concurrent_below_mb": 0}, 10.0) == 1  # 0: never
+    assert concurrent_jobs({"master": "local[2]"}, 10.0) == 1  # not set: never
+    assert concurrent_jobs({**small, "master": "yarn"}, 10.0) == 1  # a cluster runs its own tasks at once
+
+
+def test_tasks_run_at_once_and_their_results_keep_the_order_of_the_tasks() -> None:
+    both = threading.Barrier(2, timeout=10)  # each task waits for the other: only concurrent runs pass it
+
+    def task(n: int) -> int:
+        both.wait()
+        return n
+
+    assert run_concurrently([lambda: task(1), lambda: task(2)], 2) == [1, 2]
+    assert run_concurrently([lambda: threading.current_thread().name], 1) == [threading.current_thread().name]
+
+
+def test_the_first_failure_is_raised_after_the_running_tasks_end_and_the_rest_never_start() -> None:
+    started: list[int] = []
+    running = [0]
+    lock = threading.Lock()
+
+    def task(n: int) -> int:
+        with lock:
+            started.append(n)
+            running[0] += 1
+        try:
+            time.sleep(0.05)
+            if n == 0:
+                raise ValueError("feed 0 failed")
+            return n
+        finally:
+            with lock:
+                running[0] -= 1
+
+    with pytest.raises(ValueError, match="feed 0 failed"):
+        run_concurrently([partial(task, n) for n in range(50)], 2)
+    assert running[0] == 0  # nothing is left running behind the error
+    assert 0 in started and len(started) < 10  # 50 tasks of 50 ms on two threads: the rest were cancelled

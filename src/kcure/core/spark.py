@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from pyspark.sql import DataFrame, SparkSession
 
@@ -37,6 +38,52 @@ def quick_start(spark_cfg: dict[str, Any], input_mb: float | None) -> bool:
     limit = float(spark_cfg.get("quick_start_below_mb") or 0)
     local = str(spark_cfg.get("master", "local")).startswith("local")
     return local and input_mb is not None and input_mb < limit
+
+
+def local_cores(spark_cfg: dict[str, Any]) -> int:
+    """The task threads of a local master (``local``: 1, ``local[N]``: N, ``local[*]``: every CPU); 0
+    for a cluster's master."""
+    master = str(spark_cfg.get("master", "local[2]"))
+    if master == "local":
+        return 1
+    m = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master)
+    if m is None:
+        return 0
+    return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+
+
+def concurrent_jobs(spark_cfg: dict[str, Any], input_mb: float | None) -> int:
+    """How many feeds (or tables) a stage over ``input_mb`` of input works on at once: as many as a
+    local session has cores when the input is below ``concurrent_below_mb``, else one.
+
+    A small stage is mostly Spark planning, compiling and scheduling many small queries, one after
+    the other, on one core at a time; two feeds' queries at once keep both cores busy. A large input
+    works one feed at a time: its tasks fill the cores, and two feeds' sorts would share the heap."""
+    limit = float(spark_cfg.get("concurrent_below_mb") or 0)
+    if input_mb is None or input_mb >= limit:
+        return 1
+    return max(local_cores(spark_cfg), 1)
+
+
+R = TypeVar("R")
+
+
+def run_concurrently(tasks: Sequence[Callable[[], R]], threads: int) -> list[R]:
+    """Each task's result, in order, with up to ``threads`` running at once (each in a thread of its
+    own, whose Spark jobs carry that thread's job description). The first failure is raised, after
+    the tasks already running end; those not started are cancelled."""
+    if threads <= 1 or len(tasks) <= 1:
+        return [t() for t in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(tasks)), thread_name_prefix="kcure-stage") as pool:
+        futures = [pool.submit(t) for t in tasks]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
 
 
 def files_mb(files: Iterable[Path | str]) -> float:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,31 +173,49 @@ def pseudonymize_feed(df: DataFrame, feed: Feed, table: LibraryTable, g: General
 
 
 def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path) -> PseudonymizeResult:
-    """Pseudonymize every staged feed into ``out/<feed>/`` (partitioned by ``_year``)."""
+    """Pseudonymize every staged feed into ``out/<feed>/`` (partitioned by ``_year``); a small input's
+    feeds two (as many as the cores) at a time (:func:`kcure.core.spark.concurrent_jobs`)."""
+    from kcure.core.spark import concurrent_jobs, folder_mb, run_concurrently, staged_mb
+
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
     tables = cfg.library.by_feed
     result = PseudonymizeResult(out, [])
     reuse = enabled(cfg)
     code = code_digest(__name__)
-    for name, feed in cfg.feeds.items():
+    todo: list[tuple[str, str]] = []
+    outcome: dict[str, str] = {}
+    for name in cfg.feeds:
         if name not in tables:
             continue  # a feed no table is made from is not read at all
         key = feed_key(cfg, staging, name, secrets, code)
         earlier = reusable(out, name, key) if reuse else None
         if earlier is not None:
             link_or_copy_tree(earlier[0], out / name)
-            result.feeds.append(name)
+            outcome[name] = "reused"
             result.reused[name] = earlier[0].parent.name
             continue
+        todo.append((name, key))
+
+    def one(name: str, key: str) -> str:
         df = read_staged(spark, staging, name)
         if df is None:
-            result.missing.append(name)
-            continue
+            return "missing"
         table = cfg.library.tables[tables[name]]
-        pseudo = pseudonymize_feed(T.with_keys(df, keys), feed, table, cfg.privacy.generalization)
+        pseudo = pseudonymize_feed(T.with_keys(df, keys), cfg.feeds[name], table, cfg.privacy.generalization)
         spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names the Spark jobs in the UI/event log
         pseudo.write.mode("overwrite").partitionBy("_year").parquet(str(out / name))
         write_key(out / name, key)  # last: the output is complete
-        result.feeds.append(name)
+        return "made"
+
+    threads = concurrent_jobs(cfg.spark, staged_mb(cfg))
+    if threads > 1:  # the largest first, so that no large feed starts last and runs alone
+        todo.sort(key=lambda t: -folder_mb(staging.root / t[0]))
+    made = run_concurrently([partial(one, name, key) for name, key in todo], threads)
+    outcome.update({name: what for (name, _), what in zip(todo, made, strict=True)})
+    for name in cfg.feeds:
+        if outcome.get(name) == "missing":
+            result.missing.append(name)
+        elif name in outcome:
+            result.feeds.append(name)
     return result
