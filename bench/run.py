@@ -242,6 +242,8 @@ def bench_provision(py: str, env: dict[str, str], work: Path, home: Path, logs: 
     p = manifest["privacy"]
     s["cohort"] = p["cohort"]
     s["key"] = {"fingerprint": manifest["key_fingerprint"], "created": manifest["key_created"]}
+    if manifest["key_created"]:
+        raise SystemExit(f"provisioning made a new project key instead of using the benchmark's in {keys}")
     s["gate"] = {"passed": p["passed"], **{m: {k: v[k] for k in ("people", "average_risk", "share_unique")}
                                            for m, v in p["one_event"].items()}}  # fmt: skip
     return s
@@ -579,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or REPO / "var" / "bench" / label
         if args.scaling and args.work:
             work = args.work / label
+        work = work.resolve()  # the stages run elsewhere, and KCURE_PROJECT_KEYS must not be read against KCURE_HOME
         r = bench(scale, args.patients, work, args.seed, args.reuse_landing, args.provision_sites, args.redeliver)
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -21,6 +21,8 @@ def _with_concurrency(cfg: Any, below_mb: float) -> Any:
     raw = {**cfg.raw}
     pl = {**raw["pipeline.yaml"], "defaults": {**raw["pipeline.yaml"]["defaults"]}}
     pl["defaults"]["spark"] = {**pl["defaults"]["spark"], "master": "local[2]", "concurrent_below_mb": below_mb}
+    # every feed made here: with reuse on, the second run would link the first run's files (a sibling folder)
+    pl["defaults"]["builds"] = {**pl["defaults"]["builds"], "reuse": False}
     raw["pipeline.yaml"] = pl
     return dataclasses.replace(cfg, raw=raw)
 
@@ -43,6 +45,7 @@ def test_feeds_pseudonymized_two_at_a_time_equal_those_made_one_at_a_time(spark,
     a = pseudonymize.run(spark, one, secrets, tmp_path / "one")
     b = pseudonymize.run(spark, two, secrets, tmp_path / "two")
     assert a.feeds == b.feeds and a.missing == b.missing == [] and len(a.feeds) == 10
+    assert a.reused == b.reused == {}  # both made every feed: nothing compared with itself
     for feed in a.feeds:
         rows = _rows(tmp_path / "one" / feed)
         assert rows and rows == _rows(tmp_path / "two" / feed), feed

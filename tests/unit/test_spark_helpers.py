@@ -178,7 +178,7 @@ def test_the_staged_size_is_measured_only_where_staging_is_a_local_folder(cfg, t
     assert staged_mb(dataclasses.replace(c, raw=raw)) is None
 
 
-MASTERS = [("local", 1), ("local[2]", 2), ("local[3, 2]", 3), ("local[*]", os.cpu_count()), ("yarn", 0)]
+MASTERS = [("local", 1), ("local[2]", 2), ("local[3, 2]", 3), ("local[*]", len(os.sched_getaffinity(0))), ("yarn", 0)]
 
 
 @pytest.mark.parametrize(("master", "cores"), [*MASTERS, ("spark://h:7077", 0)])
@@ -198,34 +198,47 @@ def test_only_a_small_local_input_is_worked_on_concurrently() -> None:
 
 def test_tasks_run_at_once_and_their_results_keep_the_order_of_the_tasks() -> None:
     both = threading.Barrier(2, timeout=10)  # each task waits for the other: only concurrent runs pass it
+    second_done = threading.Event()
 
-    def task(n: int) -> int:
+    def first() -> str:
         both.wait()
-        return n
+        assert second_done.wait(10)  # ends after the second task
+        return "first"
 
-    assert run_concurrently([lambda: task(1), lambda: task(2)], 2) == [1, 2]
+    def second() -> str:
+        both.wait()
+        second_done.set()
+        return "second"
+
+    assert run_concurrently([first, second], 2) == ["first", "second"]
     assert run_concurrently([lambda: threading.current_thread().name], 1) == [threading.current_thread().name]
 
 
-def test_the_first_failure_is_raised_after_the_running_tasks_end_and_the_rest_never_start() -> None:
+def test_a_failure_starts_no_further_task_and_is_raised_once_the_running_ones_end() -> None:
     started: list[int] = []
-    running = [0]
-    lock = threading.Lock()
+    failing = threading.Event()
+    ended = threading.Event()
 
-    def task(n: int) -> int:
-        with lock:
-            started.append(n)
-            running[0] += 1
-        try:
-            time.sleep(0.05)
-            if n == 0:
-                raise ValueError("feed 0 failed")
-            return n
-        finally:
-            with lock:
-                running[0] -= 1
+    def long_running() -> int:  # the first (largest) task, still running when another fails
+        started.append(0)
+        assert failing.wait(10)
+        time.sleep(0.3)
+        ended.set()
+        return 0
 
-    with pytest.raises(ValueError, match="feed 0 failed"):
-        run_concurrently([partial(task, n) for n in range(50)], 2)
-    assert running[0] == 0  # nothing is left running behind the error
-    assert 0 in started and len(started) < 10  # 50 tasks of 50 ms on two threads: the rest were cancelled
+    def fails() -> int:
+        started.append(1)
+        failing.set()
+        raise ValueError("feed 1 failed")
+
+    def later(n: int) -> int:
+        started.append(n)
+        time.sleep(0.05)
+        return n
+
+    with pytest.raises(ValueError, match="feed 1 failed"):
+        run_concurrently([long_running, fails, *(partial(later, n) for n in range(2, 10))], 2)
+    assert ended.is_set()  # the error came after the running task ended, not beside it
+    # waiting for the tasks in order would have run all eight later tasks while the first one ran;
+    # at most the one a free thread took before the failure was seen has started
+    assert started[:2] in ([0, 1], [1, 0]) and len(started) <= 3

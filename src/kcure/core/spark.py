@@ -41,15 +41,15 @@ def quick_start(spark_cfg: dict[str, Any], input_mb: float | None) -> bool:
 
 
 def local_cores(spark_cfg: dict[str, Any]) -> int:
-    """The task threads of a local master (``local``: 1, ``local[N]``: N, ``local[*]``: every CPU); 0
-    for a cluster's master."""
+    """The task threads of a local master (``local``: 1, ``local[N]``: N, ``local[*]``: every CPU this
+    process may run on); 0 for a cluster's master."""
     master = str(spark_cfg.get("master", "local[2]"))
     if master == "local":
         return 1
     m = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master)
     if m is None:
         return 0
-    return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+    return len(os.sched_getaffinity(0)) if m.group(1) == "*" else int(m.group(1))
 
 
 def concurrent_jobs(spark_cfg: dict[str, Any], input_mb: float | None) -> int:
@@ -70,20 +70,23 @@ R = TypeVar("R")
 
 def run_concurrently(tasks: Sequence[Callable[[], R]], threads: int) -> list[R]:
     """Each task's result, in order, with up to ``threads`` running at once (each in a thread of its
-    own, whose Spark jobs carry that thread's job description). The first failure is raised, after
-    the tasks already running end; those not started are cancelled."""
+    own, whose Spark jobs carry that thread's job description). As soon as one task fails, no
+    further task starts; its error is raised once the tasks already running have ended."""
     if threads <= 1 or len(tasks) <= 1:
         return [t() for t in tasks]
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=min(threads, len(tasks)), thread_name_prefix="kcure-stage") as pool:
         futures = [pool.submit(t) for t in tasks]
         try:
-            return [f.result() for f in futures]
-        except BaseException:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # a failure (or an interrupt while waiting) starts no further task
             for f in futures:
                 f.cancel()
-            raise
+        errors = [e for f in futures if f in done and not f.cancelled() and (e := f.exception()) is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
 
 def files_mb(files: Iterable[Path | str]) -> float:

@@ -198,12 +198,12 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
         todo.append((name, key))
 
     def one(name: str, key: str) -> str:
+        spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names this thread's jobs in the UI/event log
         df = read_staged(spark, staging, name)
         if df is None:
             return "missing"
         table = cfg.library.tables[tables[name]]
         pseudo = pseudonymize_feed(T.with_keys(df, keys), cfg.feeds[name], table, cfg.privacy.generalization)
-        spark.sparkContext.setJobDescription(f"pseudonymize: {name}")  # names the Spark jobs in the UI/event log
         pseudo.write.mode("overwrite").partitionBy("_year").parquet(str(out / name))
         write_key(out / name, key)  # last: the output is complete
         return "made"
