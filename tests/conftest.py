@@ -84,6 +84,17 @@ def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFact
     return local_cfg, results
 
 
+def with_pipeline(cfg, **defaults):  # type: ignore[no-untyped-def]
+    """A copy of ``cfg`` whose pipeline.yaml ``defaults`` have ``defaults`` deep-merged in (one
+    section each, e.g. ``spark={"master": "local[2]"}``). ``cfg`` itself is left as it was."""
+    from kcure.core.config import _deep_merge
+
+    raw = {**cfg.raw}
+    pl = raw["pipeline.yaml"]
+    raw["pipeline.yaml"] = {**pl, "defaults": _deep_merge(pl.get("defaults", {}), defaults)}
+    return dataclasses.replace(cfg, raw=raw)
+
+
 from tests.build_fixture import built, local_release  # noqa: E402,F401  (session fixtures shared by several test folders)
 
 #: the slowest test files, collected first: `make test` runs files on two xdist workers in collection

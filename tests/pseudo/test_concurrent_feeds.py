@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,14 @@ import pytest
 from kcure.core.secrets import Secret
 from kcure.core.spark import concurrent_jobs, staged_mb
 from kcure.stages import pseudonymize
-from tests.conftest import TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+from tests.conftest import TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, with_pipeline
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
 
 def _with_concurrency(cfg: Any, below_mb: float) -> Any:
-    raw = {**cfg.raw}
-    pl = {**raw["pipeline.yaml"], "defaults": {**raw["pipeline.yaml"]["defaults"]}}
-    pl["defaults"]["spark"] = {**pl["defaults"]["spark"], "master": "local[2]", "concurrent_below_mb": below_mb}
     # every feed made here: with reuse on, the second run would link the first run's files (a sibling folder)
-    pl["defaults"]["builds"] = {**pl["defaults"]["builds"], "reuse": False}
-    raw["pipeline.yaml"] = pl
-    return dataclasses.replace(cfg, raw=raw)
+    return with_pipeline(cfg, spark={"master": "local[2]", "concurrent_below_mb": below_mb}, builds={"reuse": False})
 
 
 def _rows(folder: Path) -> list[tuple[Any, ...]]:

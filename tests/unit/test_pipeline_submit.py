@@ -10,20 +10,14 @@ from pathlib import Path
 import pytest
 
 from kcure import cluster, pipeline
+from tests.conftest import with_pipeline
 
 pytestmark = pytest.mark.unit
 
 
 def _cluster(cfg):  # type: ignore[no-untyped-def]
-    raw = {**cfg.raw}
-    pl = {**raw["pipeline.yaml"], "defaults": {**raw["pipeline.yaml"]["defaults"]}}
-    pl["defaults"]["spark"] = {
-        **pl["defaults"]["spark"],
-        "master": "spark://127.0.0.1:7077",
-        "conf": {"spark.hadoop.fs.s3a.secret.key": "s3-secret-value", "spark.x.path": "C:\\tmp"},
-    }
-    raw["pipeline.yaml"] = pl
-    return dataclasses.replace(cfg, raw=raw)
+    conf = {"spark.hadoop.fs.s3a.secret.key": "s3-secret-value", "spark.x.path": "C:\\tmp"}
+    return with_pipeline(cfg, spark={"master": "spark://127.0.0.1:7077", "conf": conf})
 
 
 def test_spark_settings_go_to_a_properties_file_not_the_command_line(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

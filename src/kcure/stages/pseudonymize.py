@@ -175,7 +175,7 @@ def pseudonymize_feed(df: DataFrame, feed: Feed, table: LibraryTable, g: General
 def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path) -> PseudonymizeResult:
     """Pseudonymize every staged feed into ``out/<feed>/`` (partitioned by ``_year``); a small input's
     feeds two (as many as the cores) at a time (:func:`kcure.core.spark.concurrent_jobs`)."""
-    from kcure.core.spark import concurrent_jobs, folder_mb, run_concurrently, staged_mb
+    from kcure.core.spark import concurrent_jobs, folder_mb, run_concurrently
 
     staging = Staging(cfg.local_path("staging"), cfg.local_path("quarantine"))
     keys = T.key_relation(spark, {"link": secrets["linkage"], "lib": secrets["library"].derive("substitute-keys")})
@@ -208,9 +208,11 @@ def run(spark: SparkSession, cfg: Config, secrets: dict[str, Secret], out: Path)
         write_key(out / name, key)  # last: the output is complete
         return "made"
 
-    threads = concurrent_jobs(cfg.spark, staged_mb(cfg))
+    # one walk of staging: its size decides the concurrency, each feed's size the order
+    size = {f.name: folder_mb(f) for f in staging.root.iterdir() if f.is_dir()} if staging.root.is_dir() else {}
+    threads = concurrent_jobs(cfg.spark, sum(size.values()))
     if threads > 1:  # the largest first, so that no large feed starts last and runs alone
-        todo.sort(key=lambda t: -folder_mb(staging.root / t[0]))
+        todo.sort(key=lambda t: -size.get(t[0], 0.0))
     made = run_concurrently([partial(one, name, key) for name, key in todo], threads)
     outcome.update({name: what for (name, _), what in zip(todo, made, strict=True)})
     for name in cfg.feeds:
