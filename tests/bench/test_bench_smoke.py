@@ -35,6 +35,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
         assert s["seconds"] > 0 and s["cpu_seconds"] > 0, s
         assert s["rows_in"] > 0 and s["rows_out"] > 0, s
         assert s["x_floor"] == round(s["seconds"] / floor, 2)
+        assert 0 <= s["sampler_cpu_seconds"] < s["seconds"] / 2, s  # measuring takes under half a core
     by = {s["stage"]: s for s in r["stages"]}
     assert by["ingest"]["rows_in"] == r["landing"]["rows"] >= by["ingest"]["rows_out"]
     assert by["pseudonymize"]["rows_in"] == by["ingest"]["rows_out"]
