@@ -67,39 +67,36 @@ def project(runs: list[dict[str, Any]], one_core: dict[str, Any] | None, to: flo
     c1 = _stages(one_core) if one_core else {}
     same = [r for r in runs if one_core and r["scale"] == one_core["scale"]]
     c2 = _stages(same[0]) if same else {}
+    by = [_stages(r) for r in runs]
+    sizes = [float(r["landing"]["rows"]) for r in runs]
+    fit: dict[str, tuple[list[float], float, float | None]] = {}  # stage: (seconds, exponent, serial fraction)
+    for name in by[-1]:
+        if all(name in b for b in by):
+            secs = [b[name]["seconds"] for b in by]
+            s = serial_fraction(c1[name]["seconds"], c2[name]["seconds"]) if name in c1 and name in c2 else None
+            fit[name] = (secs, fit_exponent(sizes, secs), s)
+    known = [s for _, _, s in fit.values() if s is not None]
+    worst = max(known) if known else None
     rows: list[dict[str, Any]] = []
-    for name in _stages(top):
-        if not all(name in _stages(r) for r in runs):
-            continue
-        secs = [_stages(r)[name]["seconds"] for r in runs]
-        b = fit_exponent([float(r["landing"]["rows"]) for r in runs], secs)
+    total = 0.0  # of the unrounded projections
+    for name, (secs, b, s) in fit.items():
         t = grow(secs[-1], b, ratio)
-        s = serial_fraction(c1[name]["seconds"], c2[name]["seconds"]) if name in c1 and name in c2 else None
+        total += t
         rows.append(
             {
                 "stage": name,
                 "seconds": secs,
-                "peak_rss_mb": [_stages(r)[name]["peak_rss_mb"] for r in runs],
-                "disk_mb": [_stages(r)[name]["disk_written_mb"] for r in runs],
+                "peak_rss_mb": [x[name]["peak_rss_mb"] for x in by],
+                "disk_mb": [x[name]["disk_written_mb"] for x in by],
                 "exponent": round(b, 3),
-                "projected_s": t,
-                "serial_fraction": s,
+                "projected_s": round(t, 1),
+                "serial_fraction": None if s is None else round(s, 3),
+                "projected_cores_s": round(t * core_factor(s or 0.0, cores), 1),
+                "projected_cores_worst_s": None if worst is None else round(t * core_factor(worst, cores), 1),
             }
         )
-    measured = [x["serial_fraction"] for x in rows if x["serial_fraction"] is not None]
-    worst = max(measured) if measured else None
-    for x in rows:
-        s = x["serial_fraction"] if x["serial_fraction"] is not None else 0.0
-        x["projected_cores_s"] = round(x["projected_s"] * core_factor(s, cores), 1)
-        x["serial_fraction"] = None if x["serial_fraction"] is None else round(x["serial_fraction"], 3)
-        x["projected_cores_worst_s"] = (
-            round(x["projected_s"] * core_factor(worst, cores), 1) if worst is not None else None
-        )
-    total = sum(x["projected_s"] for x in rows)
-    for x in rows:
-        x["projected_s"] = round(x["projected_s"], 1)
     floors = [r["floor"]["seconds"] for r in runs]
-    b_floor = fit_exponent([float(r["landing"]["rows"]) for r in runs], floors)
+    b_floor = fit_exponent(sizes, floors)
     return {
         "scales": [r["scale"] for r in runs],
         "rows": [r["landing"]["rows"] for r in runs],
