@@ -25,9 +25,13 @@ def event_logs(paths: list[Path]) -> list[Path]:
     return [p for p in paths if p.is_file() and p.name.startswith("events_")]
 
 
-# Fields where Spark writes its own counters (rows, bytes, nanoseconds) as JSON strings: SQL metrics'
-# accumulator updates and totals. Their digits are measurements, never data.
+# Spark's own SQL metrics (rows, bytes, nanoseconds): accumulators it marks internal and "sql", whose
+# update and total it writes as JSON strings of digits. A user-named accumulator carries no such mark.
 _METRIC_FIELDS = frozenset({"Update", "Value"})
+
+
+def _sql_metric(node: dict[str, object]) -> bool:
+    return node.get("Metadata") == "sql" and node.get("Internal") is True
 
 
 def event_log_words(path: Path) -> str:
@@ -36,27 +40,29 @@ def event_log_words(path: Path) -> str:
     Task metrics put 3,000 to 9,000 8-digit numbers in each log (bytes, nanoseconds, rows), and the
     test landing holds about 8,500 8-digit identifiers (provider codes, chart numbers): now and then
     one matches by chance, and a scan of the raw text fails on a coincidence, not a leak (CI on
-    f37de39 did, on ``42372681``). This keeps every key and every string Spark writes
-    (plans, SQL, properties, exception messages, node descriptions) and drops the JSON numbers and the
-    all-digit accumulator values, the only places Spark writes a measurement. Data that leaked into a
-    plan or an error message is a string, so it stays in what is scanned."""
+    f37de39 did, on ``42372681``). This keeps every key and every string Spark writes (plans, SQL,
+    properties, exception messages, node descriptions, user accumulators) and drops the JSON numbers
+    and the all-digit update and total of Spark's internal SQL metrics: where Spark writes most of its
+    measurements, and never a data value. Data that leaked into a plan or an error message is a
+    string, so it stays in what is scanned."""
     import json
 
     out: list[str] = []
 
-    def walk(node: object, key: str | None) -> None:
+    def walk(node: object, key: str | None, metric: bool) -> None:
         if isinstance(node, dict):
+            inner = _sql_metric(node)
             for k, v in node.items():
                 out.append(str(k))
-                walk(v, str(k))
+                walk(v, str(k), inner)
         elif isinstance(node, list):
             for v in node:
-                walk(v, key)
-        elif isinstance(node, str) and not (key in _METRIC_FIELDS and node.lstrip("-").isdigit()):
+                walk(v, key, False)
+        elif isinstance(node, str) and not (metric and key in _METRIC_FIELDS and node.lstrip("-").isdigit()):
             out.append(node)
         # numbers, booleans and nulls: Spark's ids, timings, sizes and flags
 
     for line in read_text(path).splitlines():
         if line.strip():
-            walk(json.loads(line), None)
+            walk(json.loads(line), None, False)
     return "\n".join(out)

@@ -31,7 +31,16 @@ def test_a_metric_that_happens_to_equal_an_identifier_is_not_scanned(tmp_path: P
             "Event": "SparkListenerTaskEnd",
             "Task Metrics": {"Executor CPU Time": int(YKIHO), "Peak Execution Memory": int(YKIHO)},
             "Task Info": {
-                "Accumulables": [{"ID": 7, "Name": "number of output rows", "Update": YKIHO, "Value": YKIHO}]
+                "Accumulables": [
+                    {
+                        "ID": 7,
+                        "Name": "number of output rows",
+                        "Update": YKIHO,
+                        "Value": YKIHO,
+                        "Internal": True,
+                        "Metadata": "sql",
+                    }
+                ]
             },
         },
         {"Event": "SparkListenerDriverAccumUpdates", "executionId": 3, "accumUpdates": [[7, int(YKIHO)]]},
@@ -52,6 +61,9 @@ def test_an_identifier_in_a_plan_a_property_or_an_error_is_still_found(tmp_path:
         },
         # a string that is not a bare count, even in a metric's field, is still read
         {"Event": "SparkListenerTaskEnd", "Task Info": {"Accumulables": [{"Name": "x", "Value": f"id {YKIHO}"}]}},
+        # a user-named accumulator (not Spark's internal SQL metric), and a property called Value
+        {"Event": "SparkListenerTaskEnd", "Task Info": {"Accumulables": [{"Name": "codes", "Value": YKIHO}]}},
+        {"Event": "SparkListenerJobStart", "Properties": {"Value": YKIHO}},
         # and so is a key
         {"Event": "SparkListenerJobStart", "Properties": {YKIHO: "1"}},
     ]
