@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 COMPRESSED = (".lz4", ".lzf", ".snappy")  # Spark's other event-log codecs: refused, never scanned as bytes
@@ -23,6 +24,15 @@ def read_text(path: Path) -> str:
 def event_logs(paths: list[Path]) -> list[Path]:
     """The Spark event-log files among ``paths`` (rolling logs: ``events_<n>_<app>[.codec]``)."""
     return [p for p in paths if p.is_file() and p.name.startswith("events_")]
+
+
+#: a word of a scanned text: letters and digits, with inner hyphens (``850101-1234567``, ``010-1234-5678``)
+TOKEN = re.compile(r"[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*")
+
+
+def tokens(text: str) -> set[str]:
+    """The words of ``text`` a leak scan compares with identifiers."""
+    return set(TOKEN.findall(text))
 
 
 # Spark's own SQL metrics (rows, bytes, nanoseconds): accumulators it marks internal and "sql", whose

@@ -13,7 +13,7 @@ import pytest
 
 from tests.build_fixture import Build
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
-from tests.logtext import event_log_words, event_logs, read_text
+from tests.logtext import event_log_words, event_logs, read_text, tokens
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 ARROW_TYPES = {"string": "string", "int": "int32", "long": "int64", "double": "double", "date": "date32[day]"}
@@ -141,36 +141,36 @@ def _sensitive(small_landing: Path) -> tuple[set[str], set[str], list[str]]:
 
     persons = pq.read_table(small_landing / "_truth" / "persons.parquet").to_pylist()
     cancers = pq.read_table(small_landing / "_truth" / "cancers.parquet").to_pylist()
-    tokens: set[str] = set()
+    ids: set[str] = set()
     korean: set[str] = set()
     for p in persons:
-        tokens |= {p["rrn"], f"{p['rrn'][:6]}-{p['rrn'][6:]}", p["phone"]}
+        ids |= {p["rrn"], f"{p['rrn'][:6]}-{p['rrn'][6:]}", p["phone"]}
         korean |= {p["name"], p["addr"], p["addr2"]}
     for c in cancers:
-        tokens |= {c["ptno"], c["hcode"]}
+        ids |= {c["ptno"], c["hcode"]}
     for f in (small_landing / "hira_t200").rglob("*.csv.gz"):
         for line in gzip.decompress(f.read_bytes()).split(b"\n")[1:]:
             if line:
                 fields = line.split(b",")
-                tokens |= {fields[0].decode("ascii", "replace"), fields[3].decode("ascii", "replace")}
+                ids |= {fields[0].decode("ascii", "replace"), fields[3].decode("ascii", "replace")}
     secrets = [TEST_LINKAGE_SECRET, TEST_LIBRARY_SECRET]
     for value in (TEST_LINKAGE_SECRET, TEST_LIBRARY_SECRET):
         ipad, opad = Secret("x", value.encode()).pads()
         secrets += [ipad.hex(), opad.hex()]
-    return tokens - {""}, korean, secrets
+    return ids - {""}, korean, secrets
 
 
 def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build, small_landing: Path) -> None:
     import re
 
-    tokens, korean, secrets = _sensitive(small_landing)
-    assert len(tokens) > 10_000
+    ids, korean, secrets = _sensitive(small_landing)
+    assert len(ids) > 10_000
     roots = (built.out, built.pseudo, built.protected, built.home / "reports")
     files = [p for root in roots for p in root.rglob("*") if p.is_file()]
     files += [p for p in built.logs if p.is_file()]
-    logs = event_logs(files)
-    assert logs and all("SparkListenerApplicationStart" in event_log_words(f) for f in logs)  # parsed as text
-    token_re = re.compile(r"[0-9A-Za-z]+(?:-[0-9A-Za-z]+)*")
+    # event logs decompressed (their bytes would hide anything) and parsed, less Spark's own counters
+    words = {f: event_log_words(f) for f in event_logs(files)}
+    assert words and all("SparkListenerApplicationStart" in w for w in words.values())
     hangul_re = re.compile(r"[가-힣][가-힣0-9 ,동호-]*")
 
     def hits_in(f: Path) -> set[str]:
@@ -182,11 +182,10 @@ def test_leak_scan_finds_no_identifier_or_secret_in_outputs_or_logs(built: Build
                     found |= set(col.drop_null().to_pylist())
             text = "\n".join(found)
         else:
-            # event logs decompressed (their bytes would hide anything), less Spark's own counters
-            text = event_log_words(f) if f in logs else read_text(f)
-            found = set(token_re.findall(text))
+            text = words[f] if f in words else read_text(f)
+            found = tokens(text)
         runs = set(hangul_re.findall(text))
-        return (found & tokens) | {k for k in korean if any(k in r for r in runs)} | {s for s in secrets if s in text}
+        return (found & ids) | {k for k in korean if any(k in r for r in runs)} | {s for s in secrets if s in text}
 
     leaks = [(str(f), sorted(h)[:3]) for f in files if (h := hits_in(f))]
     assert leaks == []
