@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re as regex
 import runpy
 import subprocess
 import sys
@@ -63,6 +64,19 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     apps |= {"kcure-provision-kc20261130900"}
     assert {s["app"] for s in r["spark_stages"]} <= apps
     assert r["spark_stages"] and r["spark_stages"][0]["seconds"] >= r["spark_stages"][-1]["seconds"]
+    # each Spark step's tasks, from its own application's log: CPU within run time (run time is whole
+    # milliseconds per task, CPU nanoseconds), bytes written where the step writes
+    spark_steps = [*r["stages"], *r["redelivery"]["steps"]]
+    for s in spark_steps:
+        t = s.get("spark_tasks")
+        assert (t is not None) == (s["stage"] in {"pseudonymize", "link", "protect", "check"}), s
+        if t is not None:
+            assert t["tasks"] > 0 and 0 < t["cpu_seconds"] <= t["run_seconds"] + t["tasks"] * 0.001 + 0.1, t
+            assert t["off_cpu_share"] < 1 and (t["output_mb"] > 0) == (s["stage"] != "check"), t
+    assert pv["spark_tasks"]["tasks"] > 0 and pv["spark_tasks"]["output_mb"] > 0
+    table = proc.stdout.split("| Spark tasks |")[1].split("\n\n")[0]
+    assert regex.search(r"^\| link \| [\d,]+ \| [\d.,]+ \| [\d.,]+ \| -?\d+% \|", table, regex.M), table
+    assert "| re-delivery check |" in table and "| provision |" in table
     # the jobs name their work ("link: hira_t300 -> T300"); which stage's jobs are among the ten slowest
     # depends on the machine's load at 150 patients, so any pipeline stage's named jobs will do
     named = {s["work"].split(": ")[0] for s in r["spark_stages"] if ": " in s["work"]}
