@@ -12,9 +12,11 @@ the data.
 **Cores.** ``--one-core`` is a run at one of the same scales pinned to one core (``bench/run.py
 --cores 1``). Amdahl's law, ``t(n) = t(1) * (s + (1 - s) / n)``, gives each stage's serial fraction
 ``s = 2 / r - 1`` from ``r = t(1 core) / t(2 cores)``. A stage that ran more than twice as slow on
-one core (``r > 2``: on one core the JVM's own threads compete with the tasks) has no Amdahl
-fraction; it is given ``s = 0`` (it would scale perfectly), and a pessimistic column gives every
-stage the largest fraction measured. The projection to ``--cores`` scales the 2-core projection by
+one core (``r > 2``) has no Amdahl fraction; it is given ``s = 0`` (it would scale perfectly). A
+stage that ran faster on one core (``r < 1``, such as a few seconds of Python) gains nothing from
+cores: its own ``s`` is 1. A pessimistic column gives every stage the largest fraction measured in
+``1 <= r <= 2``, where Amdahl's law explains the two timings (a stage faster on one core explains
+nothing about the others). The projection to ``--cores`` scales the 2-core projection by
 ``(s + (1 - s) / n) / (s + (1 - s) / 2)``. It assumes the node's memory and disk grow with its cores,
 and no network between them.
 """
@@ -70,13 +72,15 @@ def project(runs: list[dict[str, Any]], one_core: dict[str, Any] | None, to: flo
     by = [_stages(r) for r in runs]
     sizes = [float(r["landing"]["rows"]) for r in runs]
     fit: dict[str, tuple[list[float], float, float | None]] = {}  # stage: (seconds, exponent, serial fraction)
+    amdahl: list[float] = []  # the fractions of stages that one core ran 1-2 times slower than two
     for name in by[-1]:
         if all(name in b for b in by):
             secs = [b[name]["seconds"] for b in by]
             s = serial_fraction(c1[name]["seconds"], c2[name]["seconds"]) if name in c1 and name in c2 else None
             fit[name] = (secs, fit_exponent(sizes, secs), s)
-    known = [s for _, _, s in fit.values() if s is not None]
-    worst = max(known) if known else None
+            if s is not None and c1[name]["seconds"] >= c2[name]["seconds"]:
+                amdahl.append(s)
+    worst = max(amdahl) if amdahl else None
     rows: list[dict[str, Any]] = []
     total = 0.0  # of the unrounded projections
     for name, (secs, b, s) in fit.items():

@@ -60,6 +60,18 @@ def test_each_stage_is_carried_along_its_own_measured_curve_to_the_full_library(
     assert "| a | 10.0 / 50.0 | 1.00 |" in text and "n/a (r > 2)" in text
 
 
+def test_a_stage_faster_on_one_core_gains_nothing_and_does_not_set_the_worst_fraction() -> None:
+    # a: 1.5x on one core (s = 1/3); p: a few seconds of Python, faster on one core (r = 0.7)
+    small = _run(0.01, 1_000_000, 2, {"a": 10.0, "p": 3.0}, 5.0)
+    large = _run(0.05, 5_000_000, 2, {"a": 50.0, "p": 15.0}, 25.0)
+    one = _run(0.01, 1_000_000, 1, {"a": 15.0, "p": 2.1}, 5.0)
+    p = P["project"]([small, large], one, 1.0, 16)
+    a, py = p["stages"]
+    assert py["serial_fraction"] == 1.0 and py["projected_cores_s"] == pytest.approx(py["projected_s"])
+    assert p["worst_serial_fraction"] == pytest.approx(1 / 3, abs=1e-3)  # a's, not p's clamped 1.0
+    assert a["projected_cores_worst_s"] == pytest.approx(a["projected_cores_s"])
+
+
 def test_the_command_refuses_runs_it_cannot_project_from(tmp_path: Path) -> None:
     small = _run(0.01, 1_000_000, 2, {"a": 10.0}, 5.0)
     paths = []
