@@ -28,9 +28,12 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -428,23 +431,18 @@ def _metric(metrics: dict[str, Any], path: tuple[str, ...]) -> float:
     return float(value or 0)
 
 
-def _event_log_lines(events: Path) -> dict[str, list[str]]:
-    """Each application's event log lines, in order: a plain log is one file in ``events``; a rolling
-    (v2) log is a folder of ``events_<N>_<app id>`` files, read in the order of N (``events_10`` after
-    ``events_2``). Status markers, checksums and other files are not read."""
+def _event_logs(events: Path) -> Iterator[list[Path]]:
+    """Each application's event log as its files, in order: a plain log is one file in ``events``; a
+    rolling (v2) log is a folder of ``events_<N>_<app id>`` files, in the order of N (``events_10``
+    after ``events_2``). Status markers, checksums and other files are not read."""
 
     def number(p: Path) -> int:
         parts = p.name.split("_")
         return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
 
-    logs: dict[str, list[str]] = {}
     for entry in sorted(events.iterdir()):
-        if entry.name.startswith((".", "appstatus")):
-            continue
-        files = sorted(entry.glob("events_*"), key=number) if entry.is_dir() else [entry]
-        for log in files:
-            logs.setdefault(str(entry), []).extend(log.read_text(encoding="utf-8", errors="replace").splitlines())
-    return logs
+        if not entry.name.startswith((".", "appstatus")):
+            yield sorted(entry.glob("events_*"), key=number) if entry.is_dir() else [entry]
 
 
 def spark_event_totals(events: Path, top: int = 10) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -463,14 +461,16 @@ def spark_event_totals(events: Path, top: int = 10) -> tuple[list[dict[str, Any]
     once), so summed job wall time can exceed the stage's.
     """
     totals = _EventTotals()
-    for lines in _event_log_lines(events).values():
+    for files in _event_logs(events):
         totals.next_log()
-        for line in lines:
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by the job's end
-                continue
-            totals.add(ev)
+        for log in files:  # streamed line by line: a 5% stage's log runs to hundreds of MB
+            with log.open(encoding="utf-8", errors="replace") as lines:
+                for line in lines:
+                    try:
+                        ev = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by the job's end
+                        continue
+                    totals.add(ev)
     slowest = sorted((e for e in totals.work.values() if e["jobs"]), key=lambda e: -e["seconds"])[:top]
     for e in slowest:
         for k in ("seconds", "task_cpu_seconds", "task_run_seconds"):
@@ -520,9 +520,8 @@ class _EventTotals:
         elif kind == "SparkListenerJobStart":
             desc = (ev.get("Properties") or {}).get("spark.job.description") or "(unnamed)"
             self.started[ev["Job ID"]] = (desc, ev["Submission Time"])
-            for stage in ev.get(
-                "Stage IDs", []
-            ):  # a later job lists the stages it reuses (skipped): the first runs them
+            # a later job lists the stages it reuses (skipped): the first job that lists a stage runs it
+            for stage in ev.get("Stage IDs", []):
                 self.work_of.setdefault(stage, desc)
         elif kind == "SparkListenerJobEnd" and ev.get("Job ID") in self.started:
             desc, t0 = self.started.pop(ev["Job ID"])
@@ -531,13 +530,14 @@ class _EventTotals:
             entry["seconds"] += (ev["Completion Time"] - t0) / 1000
         elif kind == "SparkListenerTaskEnd":
             metrics = ev.get("Task Metrics") or {}
+            task = {name: _metric(metrics, path) * unit for name, (path, unit) in TASK_METRICS.items()}
             per_app = self.apps.setdefault(self.app, {"tasks": 0, **dict.fromkeys(TASK_METRICS, 0.0)})
             per_app["tasks"] += 1
-            for name, (path, unit) in TASK_METRICS.items():
-                per_app[name] += _metric(metrics, path) * unit
+            for name, value in task.items():
+                per_app[name] += value
             entry = self._entry(self.work_of.get(ev.get("Stage ID", -1), "(unnamed)"))
-            entry["task_cpu_seconds"] += _metric(metrics, ("Executor CPU Time",)) * 1e-9
-            entry["task_run_seconds"] += _metric(metrics, ("Executor Run Time",)) * 1e-3
+            entry["task_cpu_seconds"] += task["cpu_seconds"]
+            entry["task_run_seconds"] += task["run_seconds"]
 
     def _entry(self, desc: str) -> dict[str, Any]:
         zero = {"jobs": 0, "seconds": 0.0, "task_cpu_seconds": 0.0, "task_run_seconds": 0.0}
