@@ -51,15 +51,18 @@ def small_landing(tmp_path_factory: pytest.TempPathFactory, cfg) -> Path:  # typ
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
-    """One local SparkSession for the whole run, tuned for tiny data (1 shuffle partition, no UI)."""
+    """One local SparkSession for the whole run, tuned for tiny data (1 shuffle partition, no UI, and
+    a JVM that compiles with C1 only, as a stage over a small input does: C2's compilations cost more
+    CPU than they save on test-sized queries)."""
     from kcure.core.spark import build_session
 
     warehouse = tempfile.mkdtemp(prefix="kcure-spark-")
     event_log = Path(_RUN_HOME) / "spark-events"  # scanned by the leak test
     event_log.mkdir(parents=True, exist_ok=True)
     session = build_session(
-        {"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 1},
+        {"master": "local[2]", "driver_memory": "2g", "shuffle_partitions": 1, "quick_start_below_mb": 1},
         app_name="kcure-tests",
+        input_mb=0,
         overrides={
             "spark.ui.enabled": "false",
             "spark.sql.warehouse.dir": warehouse,

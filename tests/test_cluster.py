@@ -114,6 +114,10 @@ def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # ty
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.executor.memory": "2g",
                 "spark.ui.enabled": "false",
+                # tiny data: driver and executors compile with C1 only, as a local stage over a small
+                # input does (kcure.core.spark.quick_start); C2 made this test cost 354 CPU s, not 229
+                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
             },
         }
     )

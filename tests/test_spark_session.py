@@ -14,6 +14,7 @@ def test_session_is_local_tuned_for_tiny_data_and_redacts_secrets(spark) -> None
     assert conf.get("spark.master").startswith("local")
     assert spark.conf.get("spark.sql.shuffle.partitions") == "1"
     assert conf.get("spark.ui.enabled") == "false"
+    assert "-XX:TieredStopAtLevel=1" in conf.get("spark.driver.extraJavaOptions")  # C1 only: tiny queries
     assert "secret" in conf.get("spark.redaction.regex")
 
 
