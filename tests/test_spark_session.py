@@ -26,6 +26,24 @@ def test_spark_reads_a_delivered_feed_with_every_delivered_row(spark, small_land
     assert df.count() == m.rows
 
 
+def test_a_driver_made_frame_is_a_local_relation_with_the_rows_and_types_asked_for(spark) -> None:  # type: ignore[no-untyped-def]
+    """Through Arrow, not pickled rows: its plan is a LocalRelation (a Python list's would be an RDD
+    that Python workers unpickle), and it holds exactly the rows, nulls and types it was given."""
+    import datetime as dt
+
+    from kcure.core.spark import local_frame
+
+    rows = [("a", 1, None, b"\x00\xff", dt.date(2015, 1, 2)), (None, None, 2.5, None, None)]
+    df = local_frame(spark, rows, "SN_KEY string, n int, x double, k binary, d date")
+    assert df._jdf.queryExecution().analyzed().nodeName() == "LocalRelation"
+    assert df.dtypes == [("SN_KEY", "string"), ("n", "int"), ("x", "double"), ("k", "binary"), ("d", "date")]
+    assert [tuple(bytes(v) if isinstance(v, bytearray) else v for v in r) for r in df.collect()] == rows
+    empty = local_frame(spark, [], "SN_KEY string")
+    assert empty.count() == 0 and empty.dtypes == [("SN_KEY", "string")]
+    with pytest.raises(ValueError, match="not a row schema"):
+        local_frame(spark, [(1,)], "int")
+
+
 def test_the_spark_icd10_block_agrees_with_the_python_one(spark) -> None:  # type: ignore[no-untyped-def]
     from kcure.core import kanon
     from kcure.core.recoding import _block

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kcure.core import kanon as P
 from kcure.core.contract import parent_of
+from kcure.core.spark import local_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,7 +107,7 @@ def persons(spark: SparkSession, people: pd.DataFrame, result: P.KAnonymityResul
     )
     rows = [tuple(None if v is None or v != v else v for v in r) for r in frame.itertuples(index=False, name=None)]
     schema = ", ".join(f"{c} {'int' if c == '_dbyear' else 'string'}" for c in PERSON_COLUMNS)
-    return spark.createDataFrame(rows, schema)
+    return local_frame(spark, rows, schema)
 
 
 def _block(column: str) -> Column:

@@ -222,6 +222,26 @@ def build_session(
     return session
 
 
+def local_frame(spark: SparkSession, rows: Iterable[Sequence[Any]], schema: str) -> DataFrame:
+    """A DataFrame of ``rows`` made on the driver (``schema``: a DDL string such as ``"SN_KEY string"``).
+
+    Through Arrow: Spark keeps the rows in a ``LocalRelation`` and reads them in the JVM.
+    ``spark.createDataFrame`` of a Python list instead ships pickled rows that Python worker
+    processes unpickle in every task that reads them: a stage that made one such frame started a
+    Python daemon and its workers for it, and a cohort of people went through pickle row by row."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructType, _parse_datatype_string
+
+    struct = _parse_datatype_string(schema)
+    if not isinstance(struct, StructType):
+        raise ValueError(f"not a row schema: {schema!r}")
+    arrow = to_arrow_schema(struct)
+    columns = list(zip(*rows, strict=True)) or [() for _ in arrow]
+    table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, arrow, strict=True)], schema=arrow)
+    return spark.createDataFrame(table)
+
+
 def _data_files(root: Path) -> list[Path]:
     """The Parquet data files under ``root``, sorted (Spark's and pyarrow's hidden files skipped)."""
     if root.is_file():

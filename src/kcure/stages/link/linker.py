@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from kcure.core import transforms as T
 from kcure.core.contract import parent_of
 from kcure.core.reuse import code_digest, conf_digest, enabled, key_of, read_key, relation_digest, reusable, write_key
-from kcure.core.spark import read_parquet
+from kcure.core.spark import local_frame, read_parquet
 from kcure.core.zones import (
     DICTIONARY,
     LINEAGE,
@@ -272,7 +272,7 @@ def library_columns(df: DataFrame, table: LibraryTable) -> DataFrame:
 
 def empty_table(spark: SparkSession, table: LibraryTable) -> DataFrame:
     fields = ", ".join(f"{c.name} {SPARK_TYPES[c.type]}" for c in table.columns)
-    return spark.createDataFrame([], fields)
+    return local_frame(spark, [], fields)
 
 
 def write_feed(spark: SparkSession, df: DataFrame, feed: str, table: LibraryTable, out: Path) -> None:

@@ -38,7 +38,7 @@ from kcure.core import kanon as P
 from kcure.core.contract import parent_of
 from kcure.core.recoding import apply_reveals, decisions, person_qis, persons, threat_model
 from kcure.core.reuse import code_digest, conf_digest, enabled, key_of, read_key, relation_digest, reusable, write_key
-from kcure.core.spark import parquet_rows, read_parquet
+from kcure.core.spark import local_frame, parquet_rows, read_parquet
 from kcure.core.zones import LINEAGE, PRIVACY, link_or_copy_tree, restrict_tree, restricted_dir
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def _without(
     and per claim-line table the statement keys whose lines go."""
     from pyspark.sql import functions as F
 
-    gone = F.broadcast(spark.createDataFrame([(d,) for d in dropped], "SN_KEY string"))
+    gone = F.broadcast(local_frame(spark, [(d,) for d in dropped], "SN_KEY string"))
     out, lines = {}, {}
     for name, df in tables.items():
         if "SN_KEY" in df.columns:

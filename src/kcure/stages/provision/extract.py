@@ -33,6 +33,7 @@ import pandas as pd
 from kcure.core import kanon as P
 from kcure.core.contract import parent_of
 from kcure.core.recoding import apply_reveals, person_qis, persons
+from kcure.core.spark import local_frame
 from kcure.core.transforms import drop_keys, hmac_sha256, key_relation, substitute_key, with_keys
 from kcure.core.zones import restrict_tree, restricted_dir
 from kcure.stages.provision import risk as R
@@ -91,7 +92,7 @@ def _read(spark: SparkSession, cfg: Config, name: str, files: list[str]) -> Data
     spec = cfg.library.table(name)
     ddl = ", ".join(f"`{c.name}` {c.type}" for c in spec.columns)
     if not files:
-        return spark.createDataFrame([], ddl)
+        return local_frame(spark, [], ddl)
     return spark.read.schema(ddl).parquet(*files)
 
 
@@ -421,7 +422,7 @@ def run(
     privacy["exception"] = bool(exception and not privacy["passed"])
 
     restricted_dir(out)
-    kept_people = spark.createDataFrame([(p,) for p in result.table.index], "SN_KEY string")
+    kept_people = local_frame(spark, [(p,) for p in result.table.index], "SN_KEY string")
     frames = _cohort_frames(cfg, raw, kept_people)
     decided = people.loc[result.table.index].copy()
     if app.date_shift:  # ages move with the diagnosis year the extract shows, so they cannot tell the true one
@@ -500,7 +501,7 @@ def _person_ids(
 
     order = W.partitionBy("SN_KEY").orderBy(F.col("FDX").asc_nulls_last(), F.col("TCODE").asc_nulls_last())
     first = rgst.withColumn("_rn", F.row_number().over(order)).where("_rn = 1").select("SN_KEY", "FDX")
-    df = spark.createDataFrame([(p,) for p in people], "SN_KEY string").join(first, "SN_KEY", "left")
+    df = local_frame(spark, [(p,) for p in people], "SN_KEY string").join(first, "SN_KEY", "left")
     moved = shift_days("d", project_person(F.col("SN_KEY")), weeks) if shift else None
     mapped: Any = drop_keys(
         with_keys(df, keys).select(
