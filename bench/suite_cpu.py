@@ -12,7 +12,8 @@ pid and start time, so a reused pid is a new process. One that started after sam
 from zero; one already running counts from when it was first seen. Its kind comes from its latest
 command line, so a shell script that ``exec``s a JVM counts as the JVM. A process that starts and
 ends between two samples is missed: the report sets the sum against the machine's own CPU counter
-(``/proc/stat``) over the same time, and the difference is shown as "not seen".
+(``/proc/stat``: user, nice and system time) over the same time, and the difference is shown as
+"not attributed".
 """
 
 from __future__ import annotations
@@ -80,10 +81,20 @@ class Tracker:
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def _machine_cpu() -> float:
-    """Busy CPU seconds of the whole machine since boot (user, nice, system, irq, softirq, steal)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7)) / TICKS
+def _machine_cpu() -> tuple[float, int]:
+    """CPU seconds the machine's processes used since boot (user, nice and system: what a process's
+    utime and stime count; interrupts and steal are no process's), and its number of CPUs."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    fields = lines[0].split()[1:]
+    cpus = sum(1 for line in lines if re.match(r"cpu\d+ ", line))
+    return sum(int(fields[i]) for i in (0, 1, 2)) / TICKS, cpus
+
+
+def parse_stat(text: str) -> tuple[float, int]:
+    """(CPU seconds: utime + stime, start time in clock ticks since boot) from a ``/proc/<pid>/stat``
+    line. The command name, in parentheses, may itself hold spaces and parentheses."""
+    rest = text[text.rindex(")") + 2 :].split()  # fields 3 on (1-based): state, ppid, ...
+    return (int(rest[11]) + int(rest[12])) / TICKS, int(rest[19])  # fields 14, 15 and 22
 
 
 def _uptime_ticks() -> int:
@@ -91,35 +102,35 @@ def _uptime_ticks() -> int:
 
 
 def _sample(tracker: Tracker) -> None:
+    me = str(os.getpid())  # the sampler itself is not the command it runs (its own command line names it)
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or entry.name == me:
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
+            stat = Path(entry.path, "stat").read_bytes().decode(errors="replace")
             cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # ended meanwhile
             continue
-        rest = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
-        cpu = (int(rest[11]) + int(rest[12])) / TICKS  # utime, stime
-        tracker.see(int(entry.name), int(rest[19]), cpu, cmdline.strip())
+        cpu, start = parse_stat(stat)
+        tracker.see(int(entry.name), start, cpu, cmdline.strip())
 
 
 def run(cmd: list[str], interval: float) -> dict[str, Any]:
     tracker = Tracker(_uptime_ticks())
-    machine0, t0 = _machine_cpu(), time.monotonic()
+    (machine0, cpus), t0 = _machine_cpu(), time.monotonic()
     proc = subprocess.Popen(cmd)
     while proc.poll() is None:
         _sample(tracker)
         time.sleep(interval)
     _sample(tracker)
-    wall, machine = time.monotonic() - t0, _machine_cpu() - machine0
+    wall, machine = time.monotonic() - t0, _machine_cpu()[0] - machine0
     kinds = tracker.by_kind()
     seen = sum(kinds.values())
     return {
         "command": cmd,
         "exit": proc.returncode,
         "wall_seconds": round(wall, 1),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": cpus,  # the machine's, as /proc/stat counts them (not this process's affinity)
         "machine_cpu_seconds": round(machine, 1),
         "seen_cpu_seconds": round(seen, 1),
         "by_kind": {k: round(v, 1) for k, v in kinds.items()},
@@ -136,7 +147,8 @@ def table(r: dict[str, Any]) -> str:
         "|---|---:|---:|",
     ]
     total = max(r["machine_cpu_seconds"], r["seen_cpu_seconds"], 1e-9)
-    rows = [*r["by_kind"].items(), ("not seen (too short-lived to sample)", total - r["seen_cpu_seconds"])]
+    missed = total - r["seen_cpu_seconds"]  # processes that lived less than a sample, and each one's last stretch
+    rows = [*r["by_kind"].items(), ("not attributed (between samples)", missed)]
     lines += [f"| {k} | {v:,.1f} | {v / total:.1%} |" for k, v in rows if v >= 0.05]
     return "\n".join(lines)
 

@@ -19,6 +19,7 @@ import yaml
 
 from kcure.access import query as access
 from kcure.core import catalog
+from kcure.core.spark import QUICK_START
 from tests.build_fixture import Build, Published
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
 
@@ -114,10 +115,11 @@ def test_a_release_built_on_a_standalone_cluster_equals_the_local_release(  # ty
                 "spark.driver.bindAddress": "127.0.0.1",
                 "spark.executor.memory": "2g",
                 "spark.ui.enabled": "false",
-                # tiny data: driver and executors compile with C1 only, as a local stage over a small
-                # input does (kcure.core.spark.quick_start); C2 made this test cost 354 CPU s, not 229
-                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-                "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                # tiny data: driver and executors compile with C1 only (and its larger code cache), as a
+                # local stage over a small input does (kcure.core.spark.quick_start); with C2 this test
+                # cost 354 CPU s, with C1 229
+                "spark.driver.extraJavaOptions": QUICK_START,
+                "spark.executor.extraJavaOptions": QUICK_START,
             },
         }
     )

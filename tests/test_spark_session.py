@@ -14,7 +14,8 @@ def test_session_is_local_tuned_for_tiny_data_and_redacts_secrets(spark) -> None
     assert conf.get("spark.master").startswith("local")
     assert spark.conf.get("spark.sql.shuffle.partitions") == "1"
     assert conf.get("spark.ui.enabled") == "false"
-    assert "-XX:TieredStopAtLevel=1" in conf.get("spark.driver.extraJavaOptions")  # C1 only: tiny queries
+    jvm = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    assert "-XX:TieredStopAtLevel=1" in list(jvm)  # the running JVM compiles with C1 only: tiny queries
     assert "secret" in conf.get("spark.redaction.regex")
 
 
@@ -31,6 +32,8 @@ def test_a_driver_made_frame_is_a_local_relation_with_the_rows_and_types_asked_f
     that Python workers unpickle), and it holds exactly the rows, nulls and types it was given."""
     import datetime as dt
 
+    from pyarrow.lib import ArrowInvalid
+
     from kcure.core.spark import local_frame
 
     rows = [("a", 1, None, b"\x00\xff", dt.date(2015, 1, 2)), (None, None, 2.5, None, None)]
@@ -42,6 +45,10 @@ def test_a_driver_made_frame_is_a_local_relation_with_the_rows_and_types_asked_f
     assert empty.count() == 0 and empty.dtypes == [("SN_KEY", "string")]
     with pytest.raises(ValueError, match="not a row schema"):
         local_frame(spark, [(1,)], "int")
+    with pytest.raises(ArrowInvalid):  # truncated: refused, as createDataFrame refuses a float for an int
+        local_frame(spark, [(2015.5,)], "y int")
+    with pytest.raises(TypeError, match="tuples or lists"):
+        local_frame(spark, [{"SN_KEY": "a"}], "SN_KEY string")
 
 
 def test_the_spark_icd10_block_agrees_with_the_python_one(spark) -> None:  # type: ignore[no-untyped-def]

@@ -54,6 +54,15 @@ def test_each_process_counts_the_cpu_it_used_while_sampled_once() -> None:
     assert t.by_kind() == {"Spark driver JVMs (and other JVMs)": 9.6, "kcure ingest": 6.5, "jobs/link.py": 1.0}
 
 
+def test_a_stat_line_gives_cpu_and_start_time_whatever_the_command_name_holds() -> None:
+    tick = S["TICKS"]
+    head = "S 1 2 3 0 -1 4194304 5 0 0 0"  # fields 3-13: state .. cmajflt
+    tail = f"{3 * tick} {2 * tick} 7 7 20 0 45 0 123456"  # fields 14-22: utime, stime .. starttime
+    fields = [*head.split(), *tail.split()]
+    line = "4242 (java) (x y)) " + " ".join(fields) + " 99 100\n"
+    assert S["parse_stat"](line) == (5.0, 123456)
+
+
 def test_a_real_command_is_sampled_and_its_cpu_found(tmp_path: Path) -> None:
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0:\n    pass\n"
     python = tmp_path / "kcure-cpu-burner"  # a name no other process on the machine has: its own kind

@@ -225,7 +225,9 @@ def build_session(
 def local_frame(spark: SparkSession, rows: Iterable[Sequence[Any]], schema: str) -> DataFrame:
     """A DataFrame of ``rows`` made on the driver (``schema``: a DDL string such as ``"SN_KEY string"``).
 
-    Through Arrow: Spark keeps the rows in a ``LocalRelation`` and reads them in the JVM.
+    Through Arrow: Spark keeps the rows in a ``LocalRelation`` (above
+    ``spark.sql.execution.arrow.localRelationThreshold``, an RDD of Arrow batches) and reads them in
+    the JVM. A value of the wrong type is refused, as ``createDataFrame`` refuses it.
     ``spark.createDataFrame`` of a Python list instead ships pickled rows that Python worker
     processes unpickle in every task that reads them: a stage that made one such frame started a
     Python daemon and its workers for it, and a cohort of people went through pickle row by row."""
@@ -237,9 +239,13 @@ def local_frame(spark: SparkSession, rows: Iterable[Sequence[Any]], schema: str)
     if not isinstance(struct, StructType):
         raise ValueError(f"not a row schema: {schema!r}")
     arrow = to_arrow_schema(struct)
+    rows = list(rows)
+    if any(not isinstance(r, tuple | list) for r in rows):
+        raise TypeError("local_frame takes rows as tuples or lists, in the schema's column order")
     columns = list(zip(*rows, strict=True)) or [() for _ in arrow]
-    table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, arrow, strict=True)], schema=arrow)
-    return spark.createDataFrame(table)
+    # each column as its values are, then cast (safely: 2015.5 never becomes an int 2015)
+    arrays = [pa.array(c).cast(f.type) for c, f in zip(columns, arrow, strict=True)]
+    return spark.createDataFrame(pa.Table.from_arrays(arrays, schema=arrow))
 
 
 def _data_files(root: Path) -> list[Path]:
