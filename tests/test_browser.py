@@ -24,9 +24,9 @@ from kcure.access import query as access
 from kcure.core import catalog
 from kcure.core.config import load_config
 from tests.cdp import Browser
-from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, WHOLE_BUILDS_TIMEOUT
 
-pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
 
 
 @dataclass

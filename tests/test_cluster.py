@@ -21,9 +21,9 @@ from kcure.access import query as access
 from kcure.core import catalog
 from kcure.core.spark import QUICK_START
 from tests.build_fixture import Build, Published
-from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, WHOLE_BUILDS_TIMEOUT
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
 
 
 def _free_port() -> int:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from kcure.projects.keys import ProjectKey
-from tests.conftest import REPO
+from tests.conftest import REPO, WHOLE_BUILDS_TIMEOUT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
 
 STAGES = ["ingest", "pseudonymize", "link", "protect", "check", "publish"]
 
@@ -25,7 +25,7 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "150", "--work", str(tmp_path / "work"),
          "--results", str(results), "--provision-sites", "C00-C97"],
-        capture_output=True, text=True, timeout=900, cwd=REPO,
+        capture_output=True, text=True, timeout=WHOLE_BUILDS_TIMEOUT - 300, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (path,) = results.glob("*.json")

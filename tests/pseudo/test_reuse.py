@@ -21,9 +21,9 @@ import yaml
 from kcure.core.reuse import REUSE_KEY
 from kcure.core.zones import LINKAGE_REPORT, link_or_copy_tree
 from tests.build_fixture import Build
-from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET
+from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, WHOLE_BUILDS_TIMEOUT
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
 
 # a parent feed: the feeds that follow its rows (T300, T400, T530) are reused only through its persons' digest
 FEED, YEAR = "hira_t200", 2016
