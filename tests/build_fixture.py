@@ -3,10 +3,15 @@ helpers that start more builds from its outputs."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +49,36 @@ def copy_build(
         shutil.copytree(docs, dst_home / "reports" / "releases" / dst / "data_docs")
 
 
-@pytest.fixture(scope="session")
-def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:  # type: ignore[no-untyped-def]
-    """`kcure build` run as operators run it (a subprocess), over the staged small landing zone:
-    pseudonymize, link, protect and check (no release tag, so nothing is published)."""
-    local_cfg, _ = staged_local
+#: what `kcure build --build t1` writes into its home (besides Spark's scratch space under tmp/)
+BUILD_PATHS = ("pseudonymized/t1", "linked/t1", "protected/t1", "reports/builds/t1", "reports/releases/t1")
+
+
+def _staged_versions(home: Path) -> dict[str, str]:
+    """Each staged feed-year's current version: ``{"hira_t200/2016": "v-d001-...", ...}``."""
+    return {
+        str(current.parent.relative_to(home / "staging")): json.loads(current.read_text(encoding="utf-8"))["version"]
+        for current in sorted((home / "staging").glob("*/*/CURRENT"))
+    }
+
+
+@contextlib.contextmanager
+def _xdist_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path | None]:
+    """A folder that every pytest-xdist worker of this run shares, held under an exclusive lock; None
+    outside xdist. The first worker to take the lock makes what the folder is for, the others wait
+    for it and then copy it (the pattern of pytest-xdist's docs for session fixtures made once)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield None
+        return
+    shared = tmp_path_factory.getbasetemp().parent / name  # the run's base folder, above each worker's
+    shared.mkdir(exist_ok=True)
+    with (shared / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, and by the kernel if we die
+        yield shared
+
+
+def _build_t1(home: Path, small_landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`kcure build --build t1` as a subprocess in ``home``: the folder of its stdout, stderr and
+    Spark event logs."""
     conf = tmp_path_factory.mktemp("conf")
     shutil.copytree(REPO / "conf", conf, dirs_exist_ok=True)
     logs = tmp_path_factory.mktemp("build-logs")
@@ -69,7 +99,7 @@ def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFa
     (conf / "pipeline.yaml").write_text(yaml.safe_dump(pipeline), encoding="utf-8")
     env = {
         **os.environ,
-        "KCURE_HOME": str(local_cfg.home),
+        "KCURE_HOME": str(home),
         "KCURE_CONF": str(conf),
         "KCURE_LINKAGE_SECRET": TEST_LINKAGE_SECRET,
         "KCURE_LIBRARY_SECRET": TEST_LIBRARY_SECRET,
@@ -77,16 +107,48 @@ def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFa
     cmd = [sys.executable, "-m", "kcure.cli", "build", "--build", "t1", "--truth", str(small_landing / "_truth")]
     with (logs / "stdout.log").open("w") as out, (logs / "stderr.log").open("w") as err:
         proc = subprocess.run(cmd, env=env, cwd=REPO, stdout=out, stderr=err, timeout=1200)
-    stdout = (logs / "stdout.log").read_text()
-    assert proc.returncode == 0, stdout + (logs / "stderr.log").read_text()[-5000:]
+    assert proc.returncode == 0, (logs / "stdout.log").read_text() + (logs / "stderr.log").read_text()[-5000:]
+    return logs
+
+
+@pytest.fixture(scope="session")
+def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:  # type: ignore[no-untyped-def]
+    """`kcure build` run as operators run it (a subprocess), over the staged small landing zone:
+    pseudonymize, link, protect and check (no release tag, so nothing is published).
+
+    Made once per test run: under pytest-xdist, the first worker to need it builds and leaves a copy
+    of what the build wrote in a folder the workers share; the other worker copies that into its own
+    home, whose staging zone is the same (the small landing zone is generated from a fixed seed and
+    staged versions are named by their content), so the build's reuse keys hold there too. A worker
+    whose staging differs builds for itself."""
+    local_cfg, _ = staged_local
     home = local_cfg.home
+    with _xdist_once(tmp_path_factory, "built-t1") as shared:
+        made = shared is not None and (shared / "staged.json").is_file()
+        if made and json.loads((shared / "staged.json").read_text()) != _staged_versions(home):
+            warnings.warn("this worker staged other versions than the one that built t1: building again", stacklevel=1)
+            made = False
+        if made and shared is not None:
+            for rel in BUILD_PATHS:
+                if (shared / "home" / rel).exists():
+                    shutil.copytree(shared / "home" / rel, home / rel)
+            logs = tmp_path_factory.mktemp("build-logs")
+            shutil.copytree(shared / "logs", logs, dirs_exist_ok=True)
+        else:
+            logs = _build_t1(home, small_landing, tmp_path_factory)
+            if shared is not None and not (shared / "staged.json").is_file():
+                for rel in BUILD_PATHS:
+                    if (home / rel).exists():
+                        shutil.copytree(home / rel, shared / "home" / rel)
+                shutil.copytree(logs, shared / "logs")
+                (shared / "staged.json").write_text(json.dumps(_staged_versions(home)), encoding="utf-8")  # last
     return Build(
         home,
         home / "linked" / "t1",
         home / "pseudonymized" / "t1",
         home / "protected" / "t1",
         [logs / "stdout.log", logs / "stderr.log", *sorted((logs / "events").rglob("*"))],
-        stdout,
+        (logs / "stdout.log").read_text(),
     )
 
 
