@@ -20,7 +20,7 @@ DEMO_PROJECT ?= kc20261130002
 PYTEST_ARGS ?=
 # make test runs the test files on this many pytest-xdist workers (each file on one worker, so its
 # module fixtures are built once, and the files sharing the secured home together: tests/conftest.py
-# SHARED_UNITS); most of the suite waits on JVM start-up, Airflow and subprocesses
+# SHARED_UNITS). The suite is bound by CPU (docs/performance.md, thirteenth part): one worker per core
 TEST_WORKERS ?= 2
 
 .PHONY: help install check-java browser demo airflow workspace bench bench-scaling test test-fast lint fmt clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,15 @@ import pytest
 from kcure.core.secrets import Secret
 from kcure.core.spark import concurrent_jobs, staged_mb
 from kcure.stages import pseudonymize
+from tests.build_fixture import Build
 from tests.conftest import TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, with_pipeline
 
-pytestmark = [pytest.mark.spark, pytest.mark.integration]
+pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]  # it compares with the `built` fixture
 
 
-def _with_concurrency(cfg: Any, below_mb: float) -> Any:
-    # every feed made here: with reuse on, the second run would link the first run's files (a sibling folder)
-    return with_pipeline(cfg, spark={"master": "local[2]", "concurrent_below_mb": below_mb}, builds={"reuse": False})
+def _one_at_a_time(cfg: Any) -> Any:
+    # every feed made here: with reuse on, the run could link an earlier build's files
+    return with_pipeline(cfg, spark={"master": "local[2]", "concurrent_below_mb": 0}, builds={"reuse": False})
 
 
 def _rows(folder: Path) -> list[tuple[Any, ...]]:
@@ -30,16 +32,20 @@ def _rows(folder: Path) -> list[tuple[Any, ...]]:
     return sorted(rows, key=repr)
 
 
-def test_feeds_pseudonymized_two_at_a_time_equal_those_made_one_at_a_time(spark, staged_local, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_feeds_pseudonymized_two_at_a_time_equal_those_made_one_at_a_time(  # type: ignore[no-untyped-def]
+    spark, staged_local, built: Build, tmp_path: Path
+) -> None:
+    """The `built` fixture's build pseudonymized the staging zone two feeds at a time (the defaults: local[2],
+    a staging zone far below concurrent_below_mb); here the same zone, with the same secrets, one at a time."""
     cfg, _ = staged_local
     secrets = {"linkage": Secret("linkage", TEST_LINKAGE_SECRET.encode()),
                "library": Secret("library", TEST_LIBRARY_SECRET.encode())}  # fmt: skip
-    one, two = _with_concurrency(cfg, 0), _with_concurrency(cfg, 10**6)
-    assert concurrent_jobs(one.spark, staged_mb(one)) == 1 and concurrent_jobs(two.spark, staged_mb(two)) == 2
+    one = _one_at_a_time(cfg)
+    assert concurrent_jobs(cfg.spark, staged_mb(cfg)) == 2 and concurrent_jobs(one.spark, staged_mb(one)) == 1
+    made = json.loads((built.home / "reports" / "builds" / "t1" / "pseudonymize.json").read_text())
     a = pseudonymize.run(spark, one, secrets, tmp_path / "one")
-    b = pseudonymize.run(spark, two, secrets, tmp_path / "two")
-    assert a.feeds == b.feeds and a.missing == b.missing == [] and len(a.feeds) == 10
-    assert a.reused == b.reused == {}  # both made every feed: nothing compared with itself
+    assert a.feeds == made["feeds"] and a.missing == made["missing"] == [] and len(a.feeds) == 10
+    assert a.reused == made["reused"] == {}  # both made every feed: nothing compared with itself
     for feed in a.feeds:
         rows = _rows(tmp_path / "one" / feed)
-        assert rows and rows == _rows(tmp_path / "two" / feed), feed
+        assert rows and rows == _rows(built.pseudo / feed), feed
