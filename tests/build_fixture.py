@@ -111,6 +111,23 @@ def _build_t1(home: Path, small_landing: Path, tmp_path_factory: pytest.TempPath
     return logs
 
 
+def _copy_build_paths(src_home: Path, dst_home: Path) -> None:
+    """What build t1 wrote (:data:`BUILD_PATHS`), from one home into another."""
+    for rel in BUILD_PATHS:
+        if (src_home / rel).exists():
+            shutil.copytree(src_home / rel, dst_home / rel)
+
+
+def _made_for(shared: Path, home: Path) -> bool:
+    """Whether ``shared`` holds a finished t1 made from the staged versions ``home`` has."""
+    if not (shared / "staged.json").is_file():
+        return False
+    if json.loads((shared / "staged.json").read_text()) != _staged_versions(home):
+        warnings.warn("this worker staged other versions than the one that built t1: building again", stacklevel=1)
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFactory) -> Build:  # type: ignore[no-untyped-def]
     """`kcure build` run as operators run it (a subprocess), over the staged small landing zone:
@@ -124,22 +141,14 @@ def built(staged_local, small_landing: Path, tmp_path_factory: pytest.TempPathFa
     local_cfg, _ = staged_local
     home = local_cfg.home
     with _xdist_once(tmp_path_factory, "built-t1") as shared:
-        made = shared is not None and (shared / "staged.json").is_file()
-        if made and json.loads((shared / "staged.json").read_text()) != _staged_versions(home):
-            warnings.warn("this worker staged other versions than the one that built t1: building again", stacklevel=1)
-            made = False
-        if made and shared is not None:
-            for rel in BUILD_PATHS:
-                if (shared / "home" / rel).exists():
-                    shutil.copytree(shared / "home" / rel, home / rel)
+        if shared is not None and _made_for(shared, home):
+            _copy_build_paths(shared / "home", home)
             logs = tmp_path_factory.mktemp("build-logs")
             shutil.copytree(shared / "logs", logs, dirs_exist_ok=True)
         else:
             logs = _build_t1(home, small_landing, tmp_path_factory)
             if shared is not None and not (shared / "staged.json").is_file():
-                for rel in BUILD_PATHS:
-                    if (home / rel).exists():
-                        shutil.copytree(home / rel, shared / "home" / rel)
+                _copy_build_paths(home, shared / "home")
                 shutil.copytree(logs, shared / "logs")
                 (shared / "staged.json").write_text(json.dumps(_staged_versions(home)), encoding="utf-8")  # last
     return Build(
