@@ -7,13 +7,15 @@ import os
 import stat
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from kcure.core.rules import RecodingStep
 from kcure.projects.keys import KeyStore, ProjectKeyError
 from kcure.stages.provision import risk as R
-from kcure.stages.provision.extract import _coarsen, never_finer, sample
+from kcure.stages.provision.extract import _classes, _coarsen, _gate, _refusal, never_finer, sample
 
 pytestmark = pytest.mark.unit
 
@@ -78,6 +80,31 @@ def test_person_level_risk_is_one_over_the_class_size() -> None:
     assert risk["a"] == 0.2 and risk["f"] == 0.5
     assert summary["smallest_candidates"] == 2 and summary["passed"] is False
     assert summary["share_above_1_over_k"] == pytest.approx(2 / 7)
+
+
+def test_class_labels_join_the_quasi_identifiers_and_stay_a_series_when_nobody_is_left() -> None:
+    work = pd.DataFrame({"SEX": ["1", "2"], "AGE": ["60-64", None], "DBYEAR": [2015, 2016]}, index=["a", "b"])
+    assert _classes(work, ["SEX", "AGE", "DBYEAR"]).to_dict() == {"a": "1|60-64|2015", "b": "2|None|2016"}
+    empty = _classes(work.iloc[:0], ["SEX", "AGE", "DBYEAR"])
+    assert isinstance(empty, pd.Series) and empty.empty
+
+
+def test_a_gate_whose_recoding_leaves_nobody_refuses_and_says_so() -> None:
+    # two people, each alone in their class whatever the ladder does, with k = 5: both are dropped, while
+    # the events collected before the gate still name them (found by a 50-patient benchmark, where this
+    # crashed in the risk model instead)
+    people = pd.DataFrame({"SEX": ["1", "2"], "AGE": ["60-64", "30-34"]}, index=["a", "b"])
+    ev = _events([("a", 0, 14, 14), ("b", 100, 79, 79)])
+    rules = SimpleNamespace(recoding=[RecodingStep("AGE", "age_to_band", width=10)])
+    result, privacy = _gate(people, ["SEX", "AGE"], ev, 182, T, rules)
+    assert result.table.empty and sorted(result.dropped) == ["a", "b"]
+    assert privacy["nobody_left"] is True and privacy["passed"] is False and privacy["people_dropped"] == 2
+    app = SimpleNamespace(project="kc20260000001", date_precision="month", date_shift=True)
+    assert "k-anonymity left nobody: all 2 people are in classes smaller than 5" in _refusal(privacy, app, T)
+    # a gate that keeps people is not refused for this reason
+    kept, ok = _gate(pd.DataFrame({"SEX": ["1"] * 5, "AGE": ["60-64"] * 5}, index=list("abcde")),
+                     ["SEX", "AGE"], _events([]), 182, T, rules)  # fmt: skip
+    assert len(kept.table) == 5 and ok["nobody_left"] is False and ok["passed"] is True
 
 
 def test_the_stratified_sample_takes_the_fraction_of_every_stratum_and_depends_only_on_the_seed() -> None:

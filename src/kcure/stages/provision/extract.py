@@ -601,7 +601,13 @@ def _events(
 
 
 def _classes(work: pd.DataFrame, qis: list[str]) -> pd.Series:
-    return work[qis].astype(str).agg("|".join, axis=1)
+    """One class label per person: its quasi-identifiers joined with ``|``. A Series also when nobody
+    is left (``DataFrame.agg`` over rows gives an empty DataFrame then, which the risk models cannot read)."""
+    text = work[qis].astype(str)
+    label = pd.Series("", index=work.index, dtype="object")
+    for i, q in enumerate(qis):
+        label = label + ("|" if i else "") + text[q]
+    return label
 
 
 def _measure(work: pd.DataFrame, qis: list[str], events: pd.DataFrame, window: int, t: R.Thresholds) -> dict[str, Any]:
@@ -644,7 +650,9 @@ def _gate(
         m = _measure(work, qis, events, window, t)
     person, _ = m["person"]
     models = {name: s for name, (s, _) in m["models"].items()}
-    passed = person["passed"] and all(s["passed"] for s in models.values())
+    # k-anonymity that leaves nobody passes every risk rule and releases nothing a project can use
+    nobody_left = len(work) == 0 and len(people) > 0
+    passed = not nobody_left and person["passed"] and all(s["passed"] for s in models.values())
     final = P.KAnonymityResult(t.k, work, dropped, [])
     privacy = {
         "passed": bool(passed),
@@ -656,6 +664,7 @@ def _gate(
         "window_days": window,
         "costs": costs,
         "people_dropped": len(dropped),
+        "nobody_left": nobody_left,
         "class_size_distribution": final.distribution() if len(work) else {},
     }
     return final, privacy
@@ -663,6 +672,11 @@ def _gate(
 
 def _refusal(privacy: dict[str, Any], app: Application, t: R.Thresholds) -> str:
     lines = [f"the extract of {app.project} fails its privacy gate; nothing was provisioned:"]
+    if privacy.get("nobody_left"):
+        lines.append(
+            f"  k-anonymity left nobody: all {privacy['people_dropped']} people are in classes smaller than "
+            f"{privacy['k']} after every recoding step"
+        )
     p = privacy["person_level"]
     if not p["passed"]:
         lines.append(f"  person level: highest risk {p['highest_risk']:.3f} > 1/{privacy['k']}")
