@@ -1,4 +1,8 @@
-"""A tiny run of `bench/run.py`, so the benchmark does not rot. It checks the report, not speed."""
+"""A tiny run of `bench/run.py`, so the benchmark does not rot (it checks the report, not speed), and
+the suite's proof that a re-delivery rebuilds only what it changed and releases the rows of a full build.
+
+The benchmark's run is the full build (every stage, each its own process, from a fresh home) and then
+the re-delivery of ``hira_t200/2016`` built incrementally over it: one run serves both tests."""
 
 from __future__ import annotations
 
@@ -8,28 +12,49 @@ import re as regex
 import runpy
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pytest
 
+from kcure.core.reuse import REUSE_KEY
 from kcure.projects.keys import ProjectKey
 from tests.conftest import REPO, WHOLE_BUILDS_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
 
 STAGES = ["ingest", "pseudonymize", "link", "protect", "check", "publish"]
+FEED, YEAR = "hira_t200", 2016  # the benchmark's default re-delivery
+VIA = ("hira_t300", "hira_t400", "hira_t530")  # the feeds that follow its rows
 
 
-def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -> None:
-    results = tmp_path / "results"
+@dataclass
+class Smoke:
+    proc: subprocess.CompletedProcess[str]
+    result: dict[str, Any]
+    home: Path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+    tmp = tmp_path_factory.mktemp("bench-smoke")
+    results = tmp / "results"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "150", "--work", str(tmp_path / "work"),
+        [sys.executable, str(REPO / "bench" / "run.py"), "--patients", "150", "--work", str(tmp / "work"),
          "--results", str(results), "--provision-sites", "C00-C97"],
         capture_output=True, text=True, timeout=WHOLE_BUILDS_TIMEOUT - 300, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (path,) = results.glob("*.json")
-    r = json.loads(path.read_text())
+    return Smoke(proc, json.loads(path.read_text()), tmp / "work" / "home")
+
+
+def test_bench_smoke_run_reports_every_stage_against_the_floor(smoke: Smoke) -> None:
+    proc, r = smoke.proc, smoke.result
     assert [s["stage"] for s in r["stages"]] == STAGES
     floor = r["floor"]["seconds"]
     for s in r["stages"]:
@@ -81,17 +106,61 @@ def test_bench_smoke_run_reports_every_stage_against_the_floor(tmp_path: Path) -
     # depends on the machine's load at 150 patients, so any pipeline stage's named jobs will do
     named = {s["work"].split(": ")[0] for s in r["spark_stages"] if ": " in s["work"]}
     assert named & {"pseudonymize", "link", "protect", "check"}, r["spark_stages"]
-    # the re-delivery of hira_t200/2016: only that feed pseudonymized again, and the same released rows
+
+
+def _lineage(home: Path, build: str, feed: str) -> pa.Table:
+    return ds.dataset(str(home / "linked" / build / "_lineage" / feed), format="parquet").to_table()
+
+
+def _same_files(home: Path, zone: str, rel: str, builds: tuple[str, str]) -> bool:
+    """Every Parquet file of ``zone/<build>/rel`` in the first build is the same inode in the second."""
+    first, second = home / zone / builds[0] / rel, home / zone / builds[1] / rel
+    files = sorted(first.rglob("*.parquet"))
+    twins = [second / f.relative_to(first) for f in files]
+    return bool(files) and all(t.exists() and os.path.samefile(f, t) for f, t in zip(files, twins, strict=True))
+
+
+def test_a_re_delivery_rebuilds_only_what_it_changed_and_releases_the_rows_of_the_full_build(smoke: Smoke) -> None:
+    """``hira_t200/2016`` sent again (its latest files as a new delivery): only that feed is pseudonymized
+    and linked again; the feeds that follow its rows are reused through its persons' digest; protect
+    rewrites T200 only and check runs T200's suite only; and the release equals the full build's, row
+    for row, with the same linkage report, privacy result, gates and row counts."""
+    r, home = smoke.result, smoke.home
+    by = {s["stage"]: s for s in r["stages"]}
     re = r["redelivery"]
-    assert re["feed_year"] == "hira_t200/2016" and [x["stage"] for x in re["steps"]] == STAGES
-    assert "hira_t200" not in re["reused"] and set(re["reused"].values()) == {"bench"} and len(re["reused"]) >= 8
-    assert "hira_t200" not in re["reused_link"] and set(re["reused_link"].values()) == {"bench"}
+    assert re["feed_year"] == f"{FEED}/{YEAR}" and [x["stage"] for x in re["steps"]] == STAGES
+    assert FEED not in re["reused"] and set(re["reused"].values()) == {"bench"} and len(re["reused"]) >= 8
+    assert FEED not in re["reused_link"] and set(re["reused_link"].values()) == {"bench"}
+    assert set(VIA) <= set(re["reused_link"])
     # protect rewrites T200 only (its claim lines' decisions are the same), check runs T200's suite only
     assert "T200" not in re["reused_protect"] and {"RGST", "T300"} <= set(re["reused_protect"])
     assert set(re["reused_protect"].values()) == set(re["suites_reused"].values()) == {"bench"}
     assert "T200" not in re["suites_reused"] and len(re["suites_reused"]) >= 8
+    assert re["seconds"] == pytest.approx(sum(x["seconds"] for x in re["steps"]), abs=0.05)
+    assert f"re-delivery of {FEED}/{YEAR}" in smoke.proc.stdout and "identical" in smoke.proc.stdout
+
+    # reused means linked, not written again: the same files; the re-delivered feed is new files
+    builds = ("bench", "bench-re")
+    for feed in re["reused"]:
+        assert _same_files(home, "pseudonymized", feed, builds), feed
+    for feed in re["reused_link"]:
+        assert _same_files(home, "linked", f"_lineage/{feed}", builds), feed
+    assert not _same_files(home, "pseudonymized", FEED, builds)
+    keys = [(home / "pseudonymized" / b / FEED / REUSE_KEY).read_text() for b in builds]
+    assert keys[0] != keys[1]  # a new staged version: a new key
+
+    # the re-delivered feed's lineage is the full build's, row for row, its 2016 rows of the new delivery
+    full, again = _lineage(home, "bench", FEED), _lineage(home, "bench-re", FEED)
+    in_year = pc.equal(full["_year"], YEAR)
+    (old,) = set(pc.filter(full["_delivery"], in_year).to_pylist())
+    assert set(pc.filter(again["_delivery"], pc.equal(again["_year"], YEAR)).to_pylist()) == {old + 1}
+    i = full.schema.get_field_index("_delivery")
+    expected = full.set_column(
+        i, full.schema.field(i), pc.if_else(in_year, pa.scalar(old + 1, full["_delivery"].type), full["_delivery"])
+    )
+    assert full.num_rows > 0 and sorted(map(repr, again.to_pylist())) == sorted(map(repr, expected.to_pylist()))
+
+    # the release: every table row for row, and the manifests, equal to the full build's
     assert re["compared"]["equal"], re["compared"]
     compared = re["compared"]["tables"]
     assert sum(t["rows"] for t in compared.values()) == by["publish"]["rows_out"] > 0  # every row, not none
-    assert re["seconds"] == pytest.approx(sum(x["seconds"] for x in re["steps"]), abs=0.05)
-    assert "re-delivery of hira_t200/2016" in proc.stdout and "identical" in proc.stdout
