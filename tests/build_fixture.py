@@ -31,6 +31,14 @@ class Build:
     stdout: str
 
 
+def same_files(first: Path, second: Path) -> bool:
+    """Every Parquet file under ``first`` is, at the same relative path under ``second``, the same inode:
+    a reused output was linked, not written again."""
+    files = sorted(first.rglob("*.parquet"))
+    twins = [second / f.relative_to(first) for f in files]
+    return bool(files) and all(t.exists() and os.path.samefile(f, t) for f, t in zip(files, twins, strict=True))
+
+
 def copy_build(
     src_home: Path, src: str, dst_home: Path, dst: str, zones: tuple[str, ...] = ("linked", "protected")
 ) -> None:

@@ -23,6 +23,7 @@ import pytest
 
 from kcure.core.reuse import REUSE_KEY
 from kcure.projects.keys import ProjectKey
+from tests.build_fixture import same_files
 from tests.conftest import REPO, WHOLE_BUILDS_TIMEOUT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
@@ -112,14 +113,6 @@ def _lineage(home: Path, build: str, feed: str) -> pa.Table:
     return ds.dataset(str(home / "linked" / build / "_lineage" / feed), format="parquet").to_table()
 
 
-def _same_files(home: Path, zone: str, rel: str, builds: tuple[str, str]) -> bool:
-    """Every Parquet file of ``zone/<build>/rel`` in the first build is the same inode in the second."""
-    first, second = home / zone / builds[0] / rel, home / zone / builds[1] / rel
-    files = sorted(first.rglob("*.parquet"))
-    twins = [second / f.relative_to(first) for f in files]
-    return bool(files) and all(t.exists() and os.path.samefile(f, t) for f, t in zip(files, twins, strict=True))
-
-
 def test_a_re_delivery_rebuilds_only_what_it_changed_and_releases_the_rows_of_the_full_build(smoke: Smoke) -> None:
     """``hira_t200/2016`` sent again (its latest files as a new delivery): only that feed is pseudonymized
     and linked again; the feeds that follow its rows are reused through its persons' digest; protect
@@ -140,13 +133,13 @@ def test_a_re_delivery_rebuilds_only_what_it_changed_and_releases_the_rows_of_th
     assert f"re-delivery of {FEED}/{YEAR}" in smoke.proc.stdout and "identical" in smoke.proc.stdout
 
     # reused means linked, not written again: the same files; the re-delivered feed is new files
-    builds = ("bench", "bench-re")
+    pseudo, linked = home / "pseudonymized", home / "linked"
     for feed in re["reused"]:
-        assert _same_files(home, "pseudonymized", feed, builds), feed
+        assert same_files(pseudo / "bench" / feed, pseudo / "bench-re" / feed), feed
     for feed in re["reused_link"]:
-        assert _same_files(home, "linked", f"_lineage/{feed}", builds), feed
-    assert not _same_files(home, "pseudonymized", FEED, builds)
-    keys = [(home / "pseudonymized" / b / FEED / REUSE_KEY).read_text() for b in builds]
+        assert same_files(linked / "bench" / "_lineage" / feed, linked / "bench-re" / "_lineage" / feed), feed
+    assert not same_files(pseudo / "bench" / FEED, pseudo / "bench-re" / FEED)
+    keys = [(pseudo / b / FEED / REUSE_KEY).read_text() for b in ("bench", "bench-re")]
     assert keys[0] != keys[1]  # a new staged version: a new key
 
     # the re-delivered feed's lineage is the full build's, row for row, its 2016 rows of the new delivery

@@ -18,7 +18,7 @@ import pytest
 
 from kcure.core.reuse import REUSE_KEY
 from kcure.core.zones import LINKAGE_REPORT, link_or_copy_tree
-from tests.build_fixture import Build
+from tests.build_fixture import Build, same_files
 from tests.conftest import REPO, TEST_LIBRARY_SECRET, TEST_LINKAGE_SECRET, WHOLE_BUILDS_TIMEOUT
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(WHOLE_BUILDS_TIMEOUT)]
@@ -68,9 +68,12 @@ def test_a_build_over_unchanged_inputs_links_every_feed_of_the_last_and_writes_n
     assert same["link"]["reused"] == dict.fromkeys(feeds, "t1")
     assert set(VIA) <= set(same["link"]["reused"])
     assert same["link"]["report"] == json.loads((home / "linked" / "t1" / LINKAGE_REPORT).read_text())
-    for zone, rel in (("pseudonymized", "hira_t300"), ("linked", "T300")):
-        t1_file = next((home / zone / "t1" / rel).rglob("*.parquet"))
-        assert os.path.samefile(t1_file, home / zone / "t2" / t1_file.relative_to(home / zone / "t1"))
+    for feed in feeds:
+        assert same_files(home / "pseudonymized" / "t1" / feed, home / "pseudonymized" / "t2" / feed), feed
+        lineage = Path("_lineage") / feed
+        assert same_files(home / "linked" / "t1" / lineage, home / "linked" / "t2" / lineage), feed
+    for table in same["link"]["tables"]:
+        assert same_files(home / "linked" / "t1" / table, home / "linked" / "t2" / table), table
 
 
 def test_relation_digest_ignores_row_order_and_sees_any_changed_row(spark) -> None:  # type: ignore[no-untyped-def]
@@ -108,8 +111,7 @@ def test_protect_rewrites_only_the_tables_whose_rows_or_decisions_changed(  # ty
     second = recode.run(spark, c, built.out, zone / "p2")
     assert second["reused"] == dict.fromkeys(written, "p1")
     for table in written:
-        one = next((zone / "p1" / table).glob("*.parquet"))
-        assert os.path.samefile(one, zone / "p2" / table / one.name), table
+        assert same_files(zone / "p1" / table, zone / "p2" / table), table
     assert (zone / "p2" / PRIVACY).read_text() == (zone / "p1" / PRIVACY).read_text()
 
     # link made T300 from other input (its lineage key differs): only T300 is written again, with equal rows
