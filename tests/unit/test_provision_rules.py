@@ -147,3 +147,16 @@ def test_a_project_key_is_owner_only_stable_and_destroyed(tmp_path: Path) -> Non
     os.chmod(path, 0o600)
     assert store.destroy("kc20261130001") and not path.exists() and store.load("kc20261130001") is None
     assert not store.destroy("kc20261130001")
+
+
+def test_one_event_reports_its_models_in_the_order_of_the_events_whatever_order_the_query_returns() -> None:
+    """The manifest lists the models in the configuration's order (the order their events come in):
+    a parallel aggregate returns its groups in any order, which made two provisionings of the same
+    extract list them differently."""
+    models = ["first_admission", "admission", "death", "diagnosis", "covid_confirmation", "vaccination"]
+    people = [f"p{i}" for i in range(3000)]
+    classes = pd.Series({p: f"C{i % 40}" for i, p in enumerate(people)})
+    days = [(p, i % 90, i % 90, i % 90) for i, p in enumerate(people)]
+    ev = pd.concat([_events(days).assign(model=m) for m in models])
+    for _ in range(5):
+        assert list(R.one_event(classes, ev, 14, T)) == models

@@ -92,8 +92,11 @@ def one_event(
     finally:
         con.close()
     out = {}
-    for model, group in rows.groupby("model", sort=False):
-        n = group.set_index("person")["n"].astype("int64")
+    groups = dict(tuple(rows.groupby("model", sort=False)))
+    for model in pd.unique(events["model"]):  # the events' order: a parallel aggregate returns its groups in any
+        if model not in groups:
+            continue
+        n = groups[model].set_index("person")["n"].astype("int64")
         risk = 1.0 / n
         s = _summary(risk, n, t.k)
         s["passed"] = bool(
