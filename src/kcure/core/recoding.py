@@ -15,6 +15,8 @@ from kcure.core.contract import parent_of
 from kcure.core.spark import local_frame
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -162,16 +164,22 @@ def _recoded(r: Reveal, rules: Privacy) -> Column:
     raise ValueError(f"no recoding for {r.kind}")
 
 
-def decisions(cfg: Config, tables: dict[str, DataFrame], persons: DataFrame, name: str) -> DataFrame:
+def decisions(
+    cfg: Config, tables: dict[str, DataFrame], persons: DataFrame, name: str, broadcast: Collection[str] = ()
+) -> DataFrame:
     """What table ``name``'s rows are joined to: the persons' decisions by SN_KEY or, for claim lines,
     those of the people the recoding touched, by their statement's key (so the table's recoded rows
-    are a function of the table and this relation alone)."""
+    are a function of the table and this relation alone). A claim line's relation is marked for a
+    broadcast join when its parent table is in ``broadcast`` (a parent known to be small)."""
+    from pyspark.sql import functions as F
+
     if "SN_KEY" in tables[name].columns:
         return persons
     feed = cfg.feeds[cfg.library.tables[name].source]
     key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
     touched = persons.where(" OR ".join(f"{c} IS NOT NULL" for c in PERSON_COLUMNS[3:]))
-    return tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
+    chosen = tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
+    return F.broadcast(chosen) if parent in broadcast else chosen
 
 
 def revealing(cfg: Config, tables: dict[str, DataFrame]) -> list[str]:
@@ -179,15 +187,18 @@ def revealing(cfg: Config, tables: dict[str, DataFrame]) -> list[str]:
     return [name for name in tables if any(r.table == name for r in cfg.privacy.reveals)]
 
 
-def apply_reveals(cfg: Config, tables: dict[str, DataFrame], persons: DataFrame) -> dict[str, DataFrame]:
-    """Every table with a revealing column, with the persons' decisions applied to it."""
+def apply_reveals(
+    cfg: Config, tables: dict[str, DataFrame], persons: DataFrame, broadcast: Collection[str] = ()
+) -> dict[str, DataFrame]:
+    """Every table with a revealing column, with the persons' decisions applied to it (``broadcast``:
+    as :func:`decisions`)."""
     rules = cfg.privacy
     out = {}
     for name in revealing(cfg, tables):
         df = tables[name]
         reveals = [r for r in rules.reveals if r.table == name]
         on = "SN_KEY" if "SN_KEY" in df.columns else str(cfg.feeds[cfg.library.tables[name].source].person_via)
-        joined = df.join(decisions(cfg, tables, persons, name), on, "left")
+        joined = df.join(decisions(cfg, tables, persons, name, broadcast), on, "left")
         new = {r.column: _recoded(r, rules).cast(df.schema[r.column].dataType) for r in reveals}
         out[name] = joined.select(*[new[c].alias(c) if c in new else joined[c] for c in df.columns])
     return out
