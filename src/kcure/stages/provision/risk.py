@@ -93,7 +93,8 @@ def one_event(
         con.close()
     out = {}
     groups = dict(tuple(rows.groupby("model", sort=False)))
-    for model in pd.unique(events["model"]):  # the events' order: a parallel aggregate returns its groups in any
+    # in the events' order (the configuration's): DuckDB's parallel aggregate returns groups in any order
+    for model in pd.unique(events["model"]):
         if model not in groups:
             continue
         n = groups[model].set_index("person")["n"].astype("int64")
