@@ -552,7 +552,8 @@ def _cohort_frames(
 ) -> tuple[dict[str, DataFrame], frozenset[str]]:
     """Every needed table restricted to ``people`` (claim lines through their statements), and the
     parents whose rows for ``people`` are few enough to be broadcast to their claim lines
-    (:data:`BROADCAST_PARENT_ROWS`; counted up to one row past it, so a large cohort stops early)."""
+    (:data:`BROADCAST_PARENT_ROWS`). The count reads the parent's SN_KEY column only, and each task
+    stops one row past the limit; a large release's parent is still read once, in that one column."""
     frames = {name: df.join(people, "SN_KEY", "left_semi") for name, df in raw.items() if "SN_KEY" in df.columns}
     via = {name: _via(cfg, name) for name in raw if name not in frames}
     parents = sorted({parent for _, parent in via.values()})
