@@ -164,6 +164,12 @@ def _recoded(r: Reveal, rules: Privacy) -> Column:
     raise ValueError(f"no recoding for {r.kind}")
 
 
+def claim_parent(cfg: Config, name: str) -> tuple[str, str]:
+    """A claim-line table's key to its parent table, and that table (T300: ``MID``, ``T200``)."""
+    feed = cfg.feeds[cfg.library.tables[name].source]
+    return str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+
+
 def decisions(
     cfg: Config, tables: dict[str, DataFrame], persons: DataFrame, name: str, broadcast: Collection[str] = ()
 ) -> DataFrame:
@@ -175,8 +181,7 @@ def decisions(
 
     if "SN_KEY" in tables[name].columns:
         return persons
-    feed = cfg.feeds[cfg.library.tables[name].source]
-    key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+    key, parent = claim_parent(cfg, name)
     touched = persons.where(" OR ".join(f"{c} IS NOT NULL" for c in PERSON_COLUMNS[3:]))
     chosen = tables[parent].select(key, "SN_KEY").join(touched, "SN_KEY").drop("SN_KEY")
     return F.broadcast(chosen) if parent in broadcast else chosen
@@ -197,7 +202,7 @@ def apply_reveals(
     for name in revealing(cfg, tables):
         df = tables[name]
         reveals = [r for r in rules.reveals if r.table == name]
-        on = "SN_KEY" if "SN_KEY" in df.columns else str(cfg.feeds[cfg.library.tables[name].source].person_via)
+        on = "SN_KEY" if "SN_KEY" in df.columns else claim_parent(cfg, name)[0]
         joined = df.join(decisions(cfg, tables, persons, name, broadcast), on, "left")
         new = {r.column: _recoded(r, rules).cast(df.schema[r.column].dataType) for r in reveals}
         out[name] = joined.select(*[new[c].alias(c) if c in new else joined[c] for c in df.columns])

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kcure.core import kanon as P
-from kcure.core.contract import parent_of
-from kcure.core.recoding import apply_reveals, decisions, person_qis, persons, threat_model
+from kcure.core.recoding import apply_reveals, claim_parent, decisions, person_qis, persons, threat_model
 from kcure.core.reuse import code_digest, conf_digest, enabled, key_of, read_key, relation_digest, reusable, write_key
 from kcure.core.spark import local_frame, parquet_rows, read_parquet
 from kcure.core.zones import LINEAGE, PRIVACY, link_or_copy_tree, restrict_tree, restricted_dir
@@ -61,8 +60,7 @@ def _without(
         if "SN_KEY" in df.columns:
             out[name] = df.join(gone, "SN_KEY", "left_anti")
             continue
-        feed = cfg.feeds[cfg.library.tables[name].source]
-        key, parent = str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
+        key, parent = claim_parent(cfg, name)
         lines[name] = tables[parent].join(gone, "SN_KEY", "inner").select(key).distinct()
         out[name] = df.join(F.broadcast(lines[name]), key, "left_anti")
     return out, lines

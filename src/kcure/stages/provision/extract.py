@@ -31,8 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from kcure.core import kanon as P
-from kcure.core.contract import parent_of
-from kcure.core.recoding import apply_reveals, person_qis, persons
+from kcure.core.recoding import apply_reveals, claim_parent, person_qis, persons
 from kcure.core.spark import local_frame
 from kcure.core.transforms import drop_keys, hmac_sha256, key_relation, substitute_key, with_keys
 from kcure.core.zones import restrict_tree, restricted_dir
@@ -297,14 +296,8 @@ class _Tables:
         """``df`` with the SN_KEY of each row (claim lines through their statement)."""
         if "SN_KEY" in df.columns:
             return df
-        key, parent = _via(cfg, name)
+        key, parent = claim_parent(cfg, name)
         return df.join(_sized(self.frames[parent].select(key, "SN_KEY"), parent in self.small), key, "inner")
-
-
-def _via(cfg: Config, name: str) -> tuple[str, str]:
-    """A claim-line table's key to its parent, and the parent table (T300: MID, T200)."""
-    feed = cfg.feeds[cfg.library.tables[name].source]
-    return str(feed.person_via), cfg.library.by_feed[parent_of(cfg.feeds, feed).name]
 
 
 def _sized(df: DataFrame, broadcast: bool) -> DataFrame:
@@ -319,7 +312,7 @@ def _needed(cfg: Config, app: Application) -> list[str]:
     for name in app.tables:
         spec = cfg.library.table(name)
         if "SN_KEY" not in spec.column_names:
-            names.add(cfg.library.by_feed[parent_of(cfg.feeds, cfg.feeds[spec.source]).name])
+            names.add(claim_parent(cfg, name)[1])
     return [n for n in cfg.library.tables if n in names]
 
 
@@ -555,7 +548,7 @@ def _cohort_frames(
     (:data:`BROADCAST_PARENT_ROWS`). The count reads the parent's SN_KEY column only, and each task
     stops one row past the limit; a large release's parent is still read once, in that one column."""
     frames = {name: df.join(people, "SN_KEY", "left_semi") for name, df in raw.items() if "SN_KEY" in df.columns}
-    via = {name: _via(cfg, name) for name in raw if name not in frames}
+    via = {name: claim_parent(cfg, name) for name in raw if name not in frames}
     parents = sorted({parent for _, parent in via.values()})
     small = frozenset(p for p in parents if frames[p].limit(BROADCAST_PARENT_ROWS + 1).count() <= BROADCAST_PARENT_ROWS)
     for name, (key, parent) in via.items():
