@@ -12,6 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from kcure.core import transforms as T
 from kcure.core.secrets import Secret
+from kcure.core.spark import local_frame
 
 pytestmark = pytest.mark.spark
 KEY = Secret("linkage", b"k" * 40)
@@ -38,6 +39,17 @@ def test_key_material_is_not_in_the_query_plan(spark) -> None:  # type: ignore[n
     ipad, opad = KEY.pads()
     for material in (KEY._value.decode(), ipad.hex(), opad.hex(), ipad.hex().upper(), opad.hex().upper()):
         assert material not in plan
+
+
+def test_key_material_stays_in_the_jvm_so_joining_the_keys_starts_no_python_worker(spark) -> None:  # type: ignore[no-untyped-def]
+    """The keys are scanned from a local relation that the JVM holds, not from a Python RDD: a Python
+    RDD's rows are pickled into every task that reads them, and Spark starts Python worker processes
+    (each of them then holding the pads) to unpickle them."""
+    df = local_frame(spark, [("8001011234560",)], "m string")
+    q = T.with_keys(df, T.key_relation(spark, {"k": KEY})).select(T.hmac_sha256(F.col("m"), "k").alias("h"))
+    plan = q._jdf.queryExecution().executedPlan().toString()
+    assert "LocalTableScan [k_ipad" in plan
+    assert "ExistingRDD" not in plan and "PythonRDD" not in q._jdf.queryExecution().toRdd().toDebugString()
 
 
 def test_rrn_validity_birth_and_sex(spark) -> None:  # type: ignore[no-untyped-def]
