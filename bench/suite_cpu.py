@@ -33,6 +33,9 @@ TICKS = os.sysconf("SC_CLK_TCK")
 _KINDS: tuple[tuple[str, str], ...] = (  # (pattern in the command line, kind), first match wins
     (r"CoarseGrainedExecutorBackend", "Spark executor JVMs"),
     (r"deploy\.(master\.Master|worker\.Worker)", "Spark standalone master and worker"),
+    # a local driver is named by its application (kcure-<stage>-<build>, kcure-build-<build>, kcure-tests...),
+    # less the build or project it ran for, so the tests' own sessions stand apart from the builds
+    (r"(^|/)java\s.*\bspark\.app\.name=(kcure-(class-archive|[a-z]+))", "Spark driver JVMs: {2}"),
     (r"(^|/)java\s", "Spark driver JVMs (and other JVMs)"),
     (r"pyspark\.(daemon|worker)", "Spark's Python workers"),
     (r"kcure\.core\.classdata", "kcure spark-archive"),

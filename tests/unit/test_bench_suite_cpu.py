@@ -20,6 +20,13 @@ S = runpy.run_path(str(REPO / "bench" / "suite_cpu.py"))  # its functions; main(
     [
         ("/usr/lib/jvm/java-17-openjdk-amd64/bin/java -cp /v/pyspark/jars/* org.apache.spark.deploy.SparkSubmit "
          "--conf spark.local.dir=/tmp/pytest-of-root/x pyspark-shell", "Spark driver JVMs (and other JVMs)"),
+        ("/usr/bin/java -cp x org.apache.spark.deploy.SparkSubmit --conf spark.app.name=kcure-link-web1 "
+         "--conf spark.master=local[2] pyspark-shell", "Spark driver JVMs: kcure-link"),
+        ("/usr/bin/java -cp x org.apache.spark.deploy.SparkSubmit --conf spark.app.name=kcure-tests pyspark-shell",
+         "Spark driver JVMs: kcure-tests"),
+        ("/usr/bin/java -XX:ArchiveClassesAtExit=/v/a.jsa -cp x org.apache.spark.deploy.SparkSubmit --conf "
+         "spark.app.name=kcure-class-archive pyspark-shell",
+         "Spark driver JVMs: kcure-class-archive"),
         ("/usr/bin/java -cp x org.apache.spark.executor.CoarseGrainedExecutorBackend --driver-url y",
          "Spark executor JVMs"),
         ("/usr/bin/java -cp x org.apache.spark.deploy.worker.Worker --host 127.0.0.1",
