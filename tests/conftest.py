@@ -82,6 +82,40 @@ def spark() -> Iterator[object]:
     session.stop()
 
 
+#: a file that gets, per test file, the CPU the tests' own Spark session used during it (one JSON line
+#: each), when this variable names one: the session is one JVM for many files, so a process sampler
+#: (bench/suite_cpu.py) cannot say which files its CPU went to
+_SESSION_CPU_LOG = os.environ.get("KCURE_TEST_SESSION_CPU")
+
+
+def _session_cpu_seconds() -> float | None:
+    """The CPU seconds (user and system) of this process's Spark JVM so far; None without one."""
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    if sc is None:
+        return None
+    fields = Path(f"/proc/{sc._gateway.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _session_cpu_per_file(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not _SESSION_CPU_LOG:
+        yield
+        return
+    import json
+
+    before = _session_cpu_seconds()
+    yield
+    after = _session_cpu_seconds()
+    if after is not None:
+        line = {"file": request.node.nodeid, "cpu_seconds": round(after - (before or 0.0), 2),
+                "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}  # fmt: skip
+        with open(_SESSION_CPU_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+
+
 @pytest.fixture(scope="session")
 def staged_local(small_landing: Path, cfg, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """The small landing zone ingested from its local folder: (config of that home, results)."""

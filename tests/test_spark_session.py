@@ -113,3 +113,19 @@ def test_a_made_class_archive_is_mapped_by_the_next_jvm_and_a_damaged_one_is_ref
     damaged = tmp_path / "damaged.jsa"
     damaged.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     assert start(damaged, tmp_path / "damaged.log") != 0
+
+
+def test_the_tests_session_cpu_is_read_from_its_own_jvm(spark) -> None:  # type: ignore[no-untyped-def]
+    """KCURE_TEST_SESSION_CPU's figure (tests/conftest.py): the CPU of this process's Spark JVM, which
+    grows while the JVM computes."""
+    import os
+
+    from tests.conftest import _session_cpu_seconds
+
+    before, ours = _session_cpu_seconds(), os.times()
+    assert before is not None and before > 0
+    spark.range(3_000_000).selectExpr("sum(id * id % 7)").collect()
+    after, ours_after = _session_cpu_seconds(), os.times()
+    assert after is not None
+    # the JVM computed while this process waited for it: a figure read from this process would not grow so
+    assert after - before > (ours_after.user + ours_after.system) - (ours.user + ours.system)
