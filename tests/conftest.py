@@ -95,8 +95,11 @@ def _session_cpu_seconds() -> float | None:
     sc = SparkContext._active_spark_context
     if sc is None:
         return None
-    fields = Path(f"/proc/{sc._gateway.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    import runpy
+
+    parse_stat = runpy.run_path(str(REPO / "bench" / "suite_cpu.py"))["parse_stat"]  # the sampler's own reading
+    cpu, _ = parse_stat(Path(f"/proc/{sc._gateway.proc.pid}/stat").read_text())
+    return float(cpu)
 
 
 @pytest.fixture(scope="module", autouse=True)
